@@ -1,0 +1,15 @@
+//! Schema migrations. Append-only: a migration that has shipped is never edited; add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod columns;
+mod m20261123_000001_create_catalog_and_orders;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_catalog_and_orders::Migration)]
+    }
+}

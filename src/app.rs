@@ -1,0 +1,167 @@
+//! Wiring: the database, the WeChat client, the router, and the server's life.
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::{redact_url, Settings};
+use crate::error::ApiError;
+use crate::routes::{self, ApiDoc};
+use crate::wechat::WechatPay;
+
+/// The platform refuses request bodies over 100 KiB; so does the service.
+const MAX_BODY_BYTES: usize = 100 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub settings: Arc<Settings>,
+    pub wechat: WechatPay,
+}
+
+impl AppState {
+    /// Called once, by whoever moved the order to `paid`: the seam where fulfilment starts.
+    pub fn order_paid(&self, order_number: &str) {
+        tracing::info!(order_number, "order paid");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database {url}: {source}")]
+    Database { url: String, source: DbErr },
+    #[error("cannot apply migrations: {0}")]
+    Migration(DbErr),
+    #[error("cannot build the WeChat client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot listen on port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects, migrates, and binds the port (0 = any free port).
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = connect(&settings.database_url).await?;
+        Migrator::up(&db, None).await.map_err(StartError::Migration)?;
+        let wechat = WechatPay::from_settings(&settings.wechat)?;
+        let state = AppState { db, settings: Arc::new(settings), wechat };
+        let port = state.settings.port;
+        let listener =
+            TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;
+        let port = listener.local_addr().map_err(|source| StartError::Bind { port, source })?.port();
+        tracing::info!(
+            port,
+            env = ?state.settings.app_env,
+            sandbox = state.settings.wechat.sandbox,
+            database = %redact_url(&state.settings.database_url),
+            "wxtopup listening"
+        );
+        Ok(Application { listener, port, router: router(state.clone()), state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await
+    }
+}
+
+/// Applies the migrations and returns (`wxtopup migrate`).
+pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
+    let db = connect(&settings.database_url).await?;
+    Migrator::up(&db, None).await.map_err(StartError::Migration)?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Opens the pool. For SQLite the file's folder is created and WAL is switched on, so readers do not
+/// wait for the writer.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
+    let fail = |source| StartError::Database { url: redact_url(url), source };
+    if let Some(path) = sqlite_file(url) {
+        if let Some(parent) = std::path::Path::new(&path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| fail(DbErr::Custom(e.to_string())))?;
+        }
+    }
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .max_connections(10)
+        .min_connections(0)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.map_err(fail)?;
+    if sqlite_file(url).is_some() {
+        db.execute_unprepared("PRAGMA journal_mode=WAL").await.map_err(fail)?;
+    }
+    Ok(db)
+}
+
+fn sqlite_file(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.to_string())
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(routes::health::health))
+        .route("/products", get(routes::products::list_products))
+        .route("/orders", post(routes::orders::create_order).get(routes::orders::list_orders))
+        .route("/orders/{order_number}", get(routes::orders::get_order))
+        .route("/payment/create", post(routes::payment::create_payment))
+        .route("/payment/callback/{order_number}", post(routes::payment::handle_payment_callback))
+        .with_state(state);
+    Router::new()
+        .merge(SwaggerUi::new("/api").url("/api/openapi.json", ApiDoc::openapi()))
+        .merge(api)
+        .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,280 @@
+//! Typed settings. `.env.<APP_ENV>` is read first, then real environment variables win; `${VAR}` in the
+//! file expands from the environment. This is the only module that reads the process environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// `development` trusts identity headers as they come and simulates WeChat; `production` does neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub port: u16,
+    /// May hold a password: never logged (see the `Debug` impl).
+    pub database_url: String,
+    /// `RUST_LOG` syntax.
+    pub log_filter: String,
+    pub wechat: WechatSettings,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("app_env", &self.app_env)
+            .field("port", &self.port)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("log_filter", &self.log_filter)
+            .field("wechat", &self.wechat)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced, for logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WechatSettings {
+    /// `true`: never call WeChat; prepay parameters are simulated.
+    pub sandbox: bool,
+    pub api_base: String,
+    /// The merchant number sent as `sub_mch_id` and expected back as `subMchId`.
+    pub mch_id: Option<String>,
+    pub env_id: Option<String>,
+    pub callback_service: Option<String>,
+    pub callback_path: String,
+    pub server_ip: IpAddr,
+    pub timeout: Duration,
+}
+
+/// A setting that is missing or invalid; the message names the variable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {} {}", self.var, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    /// Reads `.env.<APP_ENV>` (from the working directory) and the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let process: HashMap<String, String> = std::env::vars().collect();
+        let app_env = process.get("APP_ENV").cloned().unwrap_or_else(|| "development".into());
+        let mut vars = HashMap::new();
+        let file = format!(".env.{app_env}");
+        if Path::new(&file).exists() {
+            let iter = dotenvy::from_path_iter(&file).map_err(|e| ConfigError {
+                var: "APP_ENV",
+                reason: format!("names {file}, which cannot be read: {e}"),
+            })?;
+            for item in iter {
+                let (key, value) = item.map_err(|e| ConfigError {
+                    var: "APP_ENV",
+                    reason: format!("names {file}, which cannot be parsed: {e}"),
+                })?;
+                vars.insert(key, value);
+            }
+        }
+        vars.extend(process);
+        Self::from_vars(&vars)
+    }
+
+    /// Builds and validates settings from a variable map (empty values count as unset).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        let app_env = match get("APP_ENV").as_deref() {
+            None | Some("development") => AppEnv::Development,
+            Some("production") => AppEnv::Production,
+            Some(other) => return Err(invalid("APP_ENV", format!("must be development or production, not {other:?}"))),
+        };
+        let production = app_env == AppEnv::Production;
+
+        let port = match get("PORT") {
+            Some(p) => p.parse().map_err(|_| invalid("PORT", format!("must be a port number, not {p:?}")))?,
+            None if production => 80,
+            None => 3000,
+        };
+
+        let database_url = match (get("DATABASE_URL"), get("MYSQL_ADDRESS")) {
+            (Some(url), _) => url,
+            (None, Some(address)) => {
+                let user =
+                    get("MYSQL_USERNAME").ok_or_else(|| required("MYSQL_USERNAME", "when MYSQL_ADDRESS is set"))?;
+                let password = get("MYSQL_PASSWORD").unwrap_or_default();
+                let database = get("MYSQL_DATABASE").unwrap_or_else(|| "wxtopup".into());
+                format!("mysql://{}:{}@{address}/{database}", encode(&user), encode(&password))
+            }
+            (None, None) => "sqlite://data/wxtopup.db?mode=rwc".into(),
+        };
+        if !["sqlite:", "mysql:", "postgres:", "postgresql:"].iter().any(|s| database_url.starts_with(s)) {
+            return Err(invalid("DATABASE_URL", "must start with sqlite://, mysql:// or postgres://".into()));
+        }
+
+        let sandbox = parse_bool("PAYMENT_SANDBOX", get("PAYMENT_SANDBOX"), !production)?;
+        let api_base = get("WECHAT_API_BASE").unwrap_or_else(|| "http://api.weixin.qq.com".into());
+        url::Url::parse(&api_base).map_err(|e| invalid("WECHAT_API_BASE", format!("is not a URL: {e}")))?;
+        let callback_path = get("WECHAT_PAYMENT_CALLBACK_PATH").unwrap_or_else(|| "/payment/callback".into());
+        if !callback_path.starts_with('/') || callback_path.ends_with('/') {
+            return Err(invalid("WECHAT_PAYMENT_CALLBACK_PATH", "must start with / and not end with /".into()));
+        }
+        let server_ip = match get("WECHAT_PAYMENT_SERVER_IP") {
+            Some(ip) => {
+                ip.parse().map_err(|_| invalid("WECHAT_PAYMENT_SERVER_IP", format!("is not an IP address: {ip:?}")))?
+            }
+            None => IpAddr::from([127, 0, 0, 1]),
+        };
+        let timeout_ms: u64 = match get("WECHAT_TIMEOUT_MS") {
+            Some(t) => t.parse().ok().filter(|t| *t > 0).ok_or_else(|| {
+                invalid("WECHAT_TIMEOUT_MS", format!("must be a positive number of milliseconds, not {t:?}"))
+            })?,
+            None => 5000,
+        };
+        let wechat = WechatSettings {
+            sandbox,
+            api_base: api_base.trim_end_matches('/').to_string(),
+            mch_id: get("WECHAT_MCH_ID"),
+            env_id: get("WECHAT_ENV_ID").or_else(|| get("CBR_ENV_ID")),
+            callback_service: get("WECHAT_PAYMENT_CALLBACK_SERVICE"),
+            callback_path,
+            server_ip,
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        if !sandbox {
+            if wechat.mch_id.is_none() {
+                return Err(required("WECHAT_MCH_ID", "when PAYMENT_SANDBOX is false"));
+            }
+            if wechat.env_id.is_none() {
+                return Err(required("WECHAT_ENV_ID", "(or CBR_ENV_ID) when PAYMENT_SANDBOX is false"));
+            }
+            if wechat.callback_service.is_none() {
+                return Err(required("WECHAT_PAYMENT_CALLBACK_SERVICE", "when PAYMENT_SANDBOX is false"));
+            }
+        }
+
+        let log_filter = get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,sea_orm=warn".into());
+
+        Ok(Settings { app_env, port, database_url, log_filter, wechat })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+}
+
+fn parse_bool(var: &'static str, value: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(invalid(var, format!("must be true or false, not {other:?}"))),
+    }
+}
+
+fn invalid(var: &'static str, reason: String) -> ConfigError {
+    ConfigError { var, reason }
+}
+
+fn required(var: &'static str, when: &str) -> ConfigError {
+    ConfigError { var, reason: format!("is required {when}") }
+}
+
+/// Percent-encodes a URL userinfo part (passwords may hold `@`, `:` or `/`).
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn development_defaults_need_nothing() {
+        let s = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(s.app_env, AppEnv::Development);
+        assert_eq!(s.port, 3000);
+        assert!(s.wechat.sandbox);
+        assert_eq!(s.database_url, "sqlite://data/wxtopup.db?mode=rwc");
+        assert_eq!(s.wechat.callback_path, "/payment/callback");
+    }
+
+    #[test]
+    fn production_names_the_missing_merchant() {
+        let err = Settings::from_vars(&vars(&[("APP_ENV", "production")])).unwrap_err();
+        assert_eq!(err.var, "WECHAT_MCH_ID");
+        assert!(err.to_string().contains("WECHAT_MCH_ID"));
+    }
+
+    #[test]
+    fn production_takes_env_id_from_cbr_env_id_and_mysql_from_cloud_hosting() {
+        let s = Settings::from_vars(&vars(&[
+            ("APP_ENV", "production"),
+            ("WECHAT_MCH_ID", "1712734762"),
+            ("CBR_ENV_ID", "prod-1"),
+            ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
+            ("MYSQL_ADDRESS", "10.0.0.2:3306"),
+            ("MYSQL_USERNAME", "root"),
+            ("MYSQL_PASSWORD", "p@ss:w/rd"),
+        ]))
+        .unwrap();
+        assert_eq!(s.port, 80);
+        assert!(!s.wechat.sandbox);
+        assert_eq!(s.wechat.env_id.as_deref(), Some("prod-1"));
+        assert_eq!(s.database_url, "mysql://root:p%40ss%3Aw%2Frd@10.0.0.2:3306/wxtopup");
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let s = Settings::from_vars(&vars(&[("DATABASE_URL", "mysql://root:hunter2@db:3306/wxtopup")])).unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("mysql://root:***@db:3306/wxtopup"));
+    }
+
+    #[test]
+    fn empty_placeholders_count_as_unset() {
+        let err = Settings::from_vars(&vars(&[("PAYMENT_SANDBOX", "false"), ("WECHAT_MCH_ID", "")])).unwrap_err();
+        assert_eq!(err.var, "WECHAT_MCH_ID");
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        for (var, value) in [
+            ("PORT", "eighty"),
+            ("PAYMENT_SANDBOX", "maybe"),
+            ("WECHAT_TIMEOUT_MS", "0"),
+            ("WECHAT_PAYMENT_SERVER_IP", "localhost"),
+            ("DATABASE_URL", "oracle://x"),
+            ("APP_ENV", "staging"),
+        ] {
+            let err = Settings::from_vars(&vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+}

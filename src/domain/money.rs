@@ -1,0 +1,107 @@
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use std::fmt;
+
+/// An amount in yuan with at most two decimals (fen precision), never negative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Money(Decimal);
+
+/// Why a decimal is not a valid amount.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("amount must not be negative")]
+    Negative,
+    #[error("amount has more than two decimals")]
+    SubFen,
+    #[error("amount is too large")]
+    TooLarge,
+}
+
+impl Money {
+    /// Accepts a yuan amount. Trailing zeros beyond two decimals are fine (`1.500`), real sub-fen digits
+    /// are not (`1.005`).
+    pub fn from_yuan(yuan: Decimal) -> Result<Self, MoneyError> {
+        if yuan.is_sign_negative() && !yuan.is_zero() {
+            return Err(MoneyError::Negative);
+        }
+        let rounded = yuan.round_dp(2);
+        if rounded != yuan {
+            return Err(MoneyError::SubFen);
+        }
+        // DECIMAL(12, 2) holds up to 10^10 yuan.
+        if rounded >= Decimal::from(10_000_000_000i64) {
+            return Err(MoneyError::TooLarge);
+        }
+        let mut value = rounded;
+        value.rescale(2);
+        Ok(Money(value))
+    }
+
+    /// Reads an amount back from the database. SQLite's driver returns DECIMAL columns through `f64`;
+    /// any amount below 2^53 fen survives that exactly once rounded back to two decimals.
+    pub fn from_stored(yuan: Decimal) -> Self {
+        let mut value = yuan.round_dp(2);
+        value.rescale(2);
+        Money(value)
+    }
+
+    pub fn from_fen(fen: i64) -> Result<Self, MoneyError> {
+        Self::from_yuan(Decimal::new(fen, 2))
+    }
+
+    /// The exact integer number of fen sent to WeChat as `total_fee`.
+    pub fn to_fen(self) -> i64 {
+        // Exact: the value has scale 2 and is below 10^12 fen.
+        (self.0 * Decimal::from(100)).to_i64().unwrap_or(i64::MAX)
+    }
+
+    pub fn yuan(self) -> Decimal {
+        self.0
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.2}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn converts_yuan_to_exact_fen() {
+        assert_eq!(Money::from_yuan(d("10.00")).unwrap().to_fen(), 1000);
+        assert_eq!(Money::from_yuan(d("0.01")).unwrap().to_fen(), 1);
+        assert_eq!(Money::from_yuan(d("12.3")).unwrap().to_fen(), 1230);
+        assert_eq!(Money::from_yuan(d("19.99")).unwrap().to_fen(), 1999);
+        assert_eq!(Money::from_yuan(d("1.500")).unwrap().to_fen(), 150);
+    }
+
+    #[test]
+    fn refuses_sub_fen_negative_and_huge_amounts() {
+        assert_eq!(Money::from_yuan(d("1.005")), Err(MoneyError::SubFen));
+        assert_eq!(Money::from_yuan(d("-1")), Err(MoneyError::Negative));
+        assert_eq!(Money::from_yuan(d("10000000000")), Err(MoneyError::TooLarge));
+    }
+
+    #[test]
+    fn displays_two_decimals() {
+        assert_eq!(Money::from_yuan(d("12")).unwrap().to_string(), "12.00");
+        assert_eq!(Money::from_fen(1).unwrap().to_string(), "0.01");
+    }
+
+    #[test]
+    fn stored_amounts_survive_the_sqlite_float_path() {
+        for fen in [1i64, 10, 999, 1999, 123_456_789, 99_999_999_999] {
+            let through_float = Decimal::try_from(fen as f64 / 100.0).unwrap();
+            assert_eq!(Money::from_stored(through_float).to_fen(), fen);
+        }
+    }
+}

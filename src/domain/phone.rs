@@ -1,0 +1,44 @@
+use std::fmt;
+
+/// A phone number as the carrier wants it: an optional `+`, then 6 to 15 digits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(s: &str) -> Option<Self> {
+        let digits = s.strip_prefix('+').unwrap_or(s);
+        let valid = (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+        valid.then(|| PhoneNumber(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_six_to_fifteen_digits_with_optional_plus() {
+        for ok in ["123456", "+97688112233", "123456789012345", "+123456789012345"] {
+            assert!(PhoneNumber::parse(ok).is_some(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for bad in
+            ["", "12345", "1234567890123456", "++123456", "12 345 678", "+", "1234567a", "１２３４５６", "123456+"]
+        {
+            assert!(PhoneNumber::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

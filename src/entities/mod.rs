@@ -1,0 +1,5 @@
+//! sea-orm entities, one per table. Timestamps are naive UTC instants.
+
+pub mod order;
+pub mod payment_event;
+pub mod product;

@@ -1,0 +1,9 @@
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod entities;
+pub mod error;
+pub mod routes;
+pub mod services;
+pub mod telemetry;
+pub mod wechat;

@@ -1,0 +1,58 @@
+//! HTTP edges: extract, convert to domain types, call one service function, answer a DTO.
+
+pub mod extract;
+pub mod health;
+pub mod identity;
+pub mod orders;
+pub mod payment;
+pub mod products;
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wxtopup",
+        description = "Top-ups sold through a WeChat mini-program and paid with WeChat Pay on WeChat Cloud Hosting.\n\n\
+            Mini-program calls arrive through `wx.cloud.callContainer`, which injects the caller's identity as \
+            `X-WX-OPENID` (trusted only together with `X-WX-SOURCE` in production). In development, \
+            `X-Mock-Openid` works too. Amounts are decimal strings in yuan. Every error is \
+            `{\"code\", \"message\"}`."
+    ),
+    paths(
+        health::health,
+        products::list_products,
+        orders::create_order,
+        orders::list_orders,
+        orders::get_order,
+        payment::create_payment,
+        payment::handle_payment_callback,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "orders", description = "The caller's orders"),
+        (name = "payment", description = "WeChat Pay: prepay for the mini-program, callback from the platform"),
+        (name = "catalog", description = "What is on sale"),
+        (name = "service", description = "Operations"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "openid",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-WX-OPENID",
+                "Injected by wx.cloud.callContainer (with X-WX-SOURCE). In development, X-Mock-Openid also works.",
+            ))),
+        );
+    }
+}

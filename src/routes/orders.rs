@@ -1,0 +1,184 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::identity::Caller;
+use crate::app::AppState;
+use crate::domain::{Money, OrderStatus, PhoneNumber};
+use crate::entities::order;
+use crate::error::{ApiError, ErrorBody};
+use crate::services::{orders, stored_status};
+
+const MAX_PAGE_SIZE: u64 = 100;
+const DEFAULT_PAGE_SIZE: u64 = 20;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOrderRequest {
+    #[schema(example = 1)]
+    pub product_id: i32,
+    /// Optional `+`, then 6 to 15 digits.
+    #[schema(example = "+97688112233")]
+    pub phone_number: String,
+}
+
+/// Where an order is in its life.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatusDto {
+    Unpaid,
+    Paid,
+    Recharging,
+    Success,
+    Failed,
+    Refunding,
+    Refunded,
+    Closed,
+}
+
+impl From<OrderStatus> for OrderStatusDto {
+    fn from(s: OrderStatus) -> Self {
+        match s {
+            OrderStatus::Unpaid => OrderStatusDto::Unpaid,
+            OrderStatus::Paid => OrderStatusDto::Paid,
+            OrderStatus::Recharging => OrderStatusDto::Recharging,
+            OrderStatus::Success => OrderStatusDto::Success,
+            OrderStatus::Failed => OrderStatusDto::Failed,
+            OrderStatus::Refunding => OrderStatusDto::Refunding,
+            OrderStatus::Refunded => OrderStatusDto::Refunded,
+            OrderStatus::Closed => OrderStatusDto::Closed,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderResponse {
+    #[schema(example = "ORD1763900000000Ab3x")]
+    pub order_number: String,
+    #[schema(example = 1)]
+    pub product_id: i32,
+    #[schema(example = "Unitel 5,000 MNT")]
+    pub product_name: String,
+    #[schema(example = "+97688112233")]
+    pub phone_number: String,
+    /// In yuan.
+    #[schema(example = "12.00")]
+    pub amount: String,
+    pub status: OrderStatusDto,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    /// WeChat's transaction id, once paid.
+    pub transaction_id: Option<String>,
+}
+
+impl TryFrom<order::Model> for OrderResponse {
+    type Error = ApiError;
+    fn try_from(o: order::Model) -> Result<Self, ApiError> {
+        Ok(OrderResponse {
+            status: stored_status(&o.status).map_err(crate::error::from_db)?.into(),
+            order_number: o.order_number,
+            product_id: o.product_id,
+            product_name: o.product_name,
+            phone_number: o.phone_number,
+            amount: Money::from_stored(o.amount).to_string(),
+            created_at: utc(o.created_at),
+            updated_at: utc(o.updated_at),
+            paid_at: o.paid_at.map(utc),
+            transaction_id: o.transaction_id,
+        })
+    }
+}
+
+fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListOrdersQuery {
+    /// 1-based page number (default 1).
+    pub page: Option<u64>,
+    /// Items per page, 1 to 100 (default 20).
+    pub page_size: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPage {
+    pub items: Vec<OrderResponse>,
+    pub page: u64,
+    pub page_size: u64,
+    pub total: u64,
+}
+
+/// Places an order for a product. The price comes from the catalog.
+#[utoipa::path(post, path = "/orders", tag = "orders", security(("openid" = [])),
+    request_body = CreateOrderRequest,
+    responses(
+        (status = 201, description = "The new unpaid order", body = OrderResponse),
+        (status = 400, description = "`INVALID_PHONE_NUMBER` or `INVALID_JSON`", body = ErrorBody,
+            example = json!({"code": "INVALID_PHONE_NUMBER", "message": "phoneNumber must be an optional + and 6 to 15 digits"})),
+        (status = 401, description = "`UNAUTHORIZED`: no trusted openid", body = ErrorBody),
+        (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+        (status = 422, description = "`INVALID_BODY`: fields missing or of the wrong type", body = ErrorBody),
+    ))]
+pub async fn create_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateOrderRequest>,
+) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
+    let phone = PhoneNumber::parse(&request.phone_number).ok_or_else(|| {
+        ApiError::bad_request("INVALID_PHONE_NUMBER", "phoneNumber must be an optional + and 6 to 15 digits")
+    })?;
+    let order = orders::place_order(&state.db, &caller.openid, request.product_id, &phone).await?;
+    Ok((StatusCode::CREATED, Json(order.try_into()?)))
+}
+
+/// The caller's orders, newest first.
+#[utoipa::path(get, path = "/orders", tag = "orders", security(("openid" = [])),
+    params(ListOrdersQuery),
+    responses(
+        (status = 200, description = "One page of orders", body = OrderPage),
+        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+    ))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListOrdersQuery>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let page = query.page.unwrap_or(1);
+    let page_size = query.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(ApiError::bad_request("INVALID_REQUEST", "page must be at least 1 and pageSize between 1 and 100"));
+    }
+    let (items, total) = orders::list_orders(&state.db, &caller.openid, page, page_size).await?;
+    let items = items.into_iter().map(OrderResponse::try_from).collect::<Result<_, _>>()?;
+    Ok(Json(OrderPage { items, page, page_size, total }))
+}
+
+/// One of the caller's orders. Another user's order is reported as not found.
+#[utoipa::path(get, path = "/orders/{orderNumber}", tag = "orders", security(("openid" = [])),
+    params(("orderNumber" = String, Path, example = "ORD1763900000000Ab3x")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+    ))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(order_number): ApiPath<String>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
+    Ok(Json(order.try_into()?))
+}

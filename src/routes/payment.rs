@@ -1,0 +1,177 @@
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ApiPath};
+use super::identity::{client_ip, Caller, SOURCE_HEADER};
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::services::payments::{self, CallbackDelivery, CallbackError, CallbackOutcome};
+use crate::wechat::PaymentParams;
+
+/// Headers kept with each callback for audit.
+const AUDITED_HEADERS: &[&str] = &[
+    "x-wx-source",
+    "x-wx-env",
+    "x-wx-service",
+    "x-wx-appid",
+    "content-type",
+    "user-agent",
+    "x-forwarded-for",
+    "x-original-forwarded-for",
+    "x-request-id",
+];
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePaymentRequest {
+    #[schema(example = "ORD1763900000000Ab3x")]
+    pub order_number: String,
+}
+
+/// Pass as is to `wx.requestPayment`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentParamsResponse {
+    #[schema(example = "wxd2565e6a04246fd1")]
+    pub app_id: String,
+    /// Seconds since the epoch, as a string.
+    #[schema(example = "1647841885")]
+    pub time_stamp: String,
+    #[schema(example = "BfM1ojiTfFCbpmkL")]
+    pub nonce_str: String,
+    #[schema(example = "prepay_id=wx2825019415cb82821e6a15a7c113510000")]
+    pub package: String,
+    #[schema(example = "MD5")]
+    pub sign_type: String,
+    #[schema(example = "038EE415FD025B0D37717E8A1D6C34B6")]
+    pub pay_sign: String,
+}
+
+impl From<PaymentParams> for PaymentParamsResponse {
+    fn from(p: PaymentParams) -> Self {
+        PaymentParamsResponse {
+            app_id: p.app_id,
+            time_stamp: p.time_stamp,
+            nonce_str: p.nonce_str,
+            package: p.package,
+            sign_type: p.sign_type,
+            pay_sign: p.pay_sign,
+        }
+    }
+}
+
+/// Creates (or reuses) the WeChat prepay for an unpaid order and returns the `wx.requestPayment`
+/// parameters. In sandbox mode they are fake (`paySign` starts with `SANDBOX`).
+#[utoipa::path(post, path = "/payment/create", tag = "payment", security(("openid" = [])),
+    request_body = CreatePaymentRequest,
+    responses(
+        (status = 200, description = "Parameters for wx.requestPayment", body = PaymentParamsResponse),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`: unknown, or another user's", body = ErrorBody),
+        (status = 409, description = "`ORDER_NOT_PAYABLE`: the order is not unpaid", body = ErrorBody,
+            example = json!({"code": "ORDER_NOT_PAYABLE", "message": "order is paid; only unpaid orders can be paid"})),
+        (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
+        (status = 502, description = "`WECHAT_ERROR`: WeChat Pay refused or failed", body = ErrorBody,
+            example = json!({"code": "WECHAT_ERROR", "message": "WeChat Pay refused the order: PARAM_ERROR 无效的openid"})),
+    ))]
+pub async fn create_payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreatePaymentRequest>,
+) -> Result<Json<PaymentParamsResponse>, ApiError> {
+    let ip = client_ip(&headers, state.settings.wechat.server_ip);
+    let params = payments::create_payment(&state.db, &state.wechat, &caller.openid, &request.order_number, ip).await?;
+    Ok(Json(params.into()))
+}
+
+/// The platform's answer format: `{"errcode": 0, "errmsg": "ok"}` acknowledges; anything else makes it
+/// redeliver. Failures also carry the usual `code` and `message`.
+#[derive(Serialize, ToSchema)]
+pub struct CallbackAnswer {
+    #[schema(example = 0)]
+    pub errcode: u16,
+    #[schema(example = "ok")]
+    pub errmsg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn acknowledge() -> Response {
+    Json(CallbackAnswer { errcode: 0, errmsg: "ok".into(), code: None, message: None }).into_response()
+}
+
+fn refuse(error: ApiError) -> Response {
+    let status = error.status();
+    let body = error.body();
+    let answer = CallbackAnswer {
+        errcode: status.as_u16(),
+        errmsg: body.message.clone(),
+        code: Some(body.code),
+        message: Some(body.message),
+    };
+    (status, Json(answer)).into_response()
+}
+
+/// The payment-result callback from WeChat Cloud Hosting (`callback_type` 2). Stored, checked against
+/// the order (amount, merchant, order number), then the order moves to `paid` exactly once.
+#[utoipa::path(post, path = "/payment/callback/{orderNumber}", tag = "payment",
+    params(("orderNumber" = String, Path, description = "The order the prepay named in container.path")),
+    request_body(content = Object, description = "The platform's camelCase notification",
+        example = json!({"returnCode":"SUCCESS","resultCode":"SUCCESS","subMchId":"1712734762","totalFee":1200,
+            "transactionId":"4200004561202203217657282768","outTradeNo":"ORD1763900000000Ab3x","timeEnd":"20220321132007"})),
+    responses(
+        (status = 200, description = "Recorded (paid, duplicate, or anomaly): errcode 0", body = CallbackAnswer),
+        (status = 400, description = "`INVALID_JSON`: body is not JSON (stored, not acted on)", body = CallbackAnswer),
+        (status = 401, description = "`UNTRUSTED_SOURCE`: production delivery without X-WX-SOURCE; nothing stored", body = CallbackAnswer),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = CallbackAnswer),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: not recorded; the platform will redeliver", body = CallbackAnswer),
+    ))]
+pub async fn handle_payment_callback(
+    State(state): State<AppState>,
+    ApiPath(order_number): ApiPath<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if state.settings.is_production() && !headers.contains_key(SOURCE_HEADER) {
+        tracing::warn!(order_number, "payment callback without X-WX-SOURCE refused");
+        return refuse(ApiError::UntrustedSource);
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return refuse(rejection.into()),
+    };
+    let delivery =
+        CallbackDelivery { path_order_number: &order_number, headers: audited_headers(&headers), body: &body };
+    match payments::record_payment(&state.db, state.settings.wechat.mch_id.as_deref(), delivery).await {
+        Ok(outcome) => {
+            if outcome == CallbackOutcome::Accepted {
+                state.order_paid(&order_number);
+            }
+            acknowledge()
+        }
+        Err(CallbackError::Malformed) => {
+            refuse(ApiError::bad_request("INVALID_JSON", "callback body is not a JSON object"))
+        }
+        Err(CallbackError::Database(error)) => {
+            tracing::error!(order_number, %error, "payment callback not recorded; asking for redelivery");
+            refuse(ApiError::Unavailable)
+        }
+    }
+}
+
+fn audited_headers(headers: &HeaderMap) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = AUDITED_HEADERS
+        .iter()
+        .filter_map(|name| Some((name.to_string(), headers.get(*name)?.to_str().ok()?.into())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}

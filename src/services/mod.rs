@@ -1,0 +1,27 @@
+//! Use cases. Plain async functions over a database connection and the WeChat client; nothing here
+//! knows about HTTP or the scheduler.
+
+pub mod orders;
+pub mod payments;
+
+use crate::domain::OrderStatus;
+use crate::wechat::WechatError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("product not found")]
+    ProductNotFound,
+    #[error("order is {0}")]
+    OrderNotPayable(OrderStatus),
+    #[error(transparent)]
+    Wechat(#[from] WechatError),
+    #[error(transparent)]
+    Database(#[from] sea_orm::DbErr),
+}
+
+/// Reads a stored status; an unknown value is data corruption, reported as a database error.
+pub(crate) fn stored_status(value: &str) -> Result<OrderStatus, sea_orm::DbErr> {
+    value.parse().map_err(|_| sea_orm::DbErr::Custom(format!("unknown order status {value:?} in the database")))
+}

@@ -1,0 +1,132 @@
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, SqlErr,
+};
+
+use super::ServiceError;
+use crate::domain::{now_utc, Money, OrderNumber, OrderStatus, PhoneNumber};
+use crate::entities::{order, product};
+
+/// How often a colliding order number is drawn again before giving up (one in 14.7 million per ms).
+const ORDER_NUMBER_ATTEMPTS: usize = 3;
+
+/// The products on sale, in catalog order.
+pub async fn list_products(db: &impl ConnectionTrait) -> Result<Vec<product::Model>, ServiceError> {
+    Ok(product::Entity::find()
+        .filter(product::Column::Active.eq(true))
+        .order_by_asc(product::Column::SortOrder)
+        .order_by_asc(product::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// Places an unpaid order for `openid`. The amount is the product's price, never the caller's.
+pub async fn place_order(
+    db: &impl ConnectionTrait,
+    openid: &str,
+    product_id: i32,
+    phone: &PhoneNumber,
+) -> Result<order::Model, ServiceError> {
+    let product = product::Entity::find_by_id(product_id)
+        .filter(product::Column::Active.eq(true))
+        .one(db)
+        .await?
+        .ok_or(ServiceError::ProductNotFound)?;
+    let amount = Money::from_stored(product.price);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let now = now_utc();
+        let order = order::ActiveModel {
+            order_number: Set(OrderNumber::generate(now.and_utc().timestamp_millis()).to_string()),
+            openid: Set(openid.to_string()),
+            product_id: Set(product.id),
+            product_name: Set(product.name.clone()),
+            phone_number: Set(phone.to_string()),
+            amount: Set(amount.yuan()),
+            status: Set(OrderStatus::Unpaid.to_string()),
+            prepay_id: Set(None),
+            prepay_params: Set(None),
+            prepay_at: Set(None),
+            transaction_id: Set(None),
+            paid_at: Set(None),
+            anomaly: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        match order.insert(db).await {
+            Ok(model) => return Ok(model),
+            Err(e)
+                if attempt < ORDER_NUMBER_ATTEMPTS
+                    && matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+            {
+                tracing::warn!("order number collision, drawing another");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One page of the caller's orders, newest first, and the total count.
+pub async fn list_orders(
+    db: &impl ConnectionTrait,
+    openid: &str,
+    page: u64,
+    page_size: u64,
+) -> Result<(Vec<order::Model>, u64), ServiceError> {
+    let query = order::Entity::find()
+        .filter(order::Column::Openid.eq(openid))
+        .order_by_desc(order::Column::CreatedAt)
+        .order_by_desc(order::Column::Id);
+    let paginator = query.paginate(db, page_size);
+    let total = paginator.num_items().await?;
+    let items = paginator.fetch_page(page.saturating_sub(1)).await?;
+    Ok((items, total))
+}
+
+/// The caller's order. Someone else's order is "not found", so order numbers cannot be probed.
+pub async fn find_order(
+    db: &impl ConnectionTrait,
+    openid: &str,
+    order_number: &str,
+) -> Result<order::Model, ServiceError> {
+    order::Entity::find()
+        .filter(order::Column::OrderNumber.eq(order_number))
+        .filter(order::Column::Openid.eq(openid))
+        .one(db)
+        .await?
+        .ok_or(ServiceError::OrderNotFound)
+}
+
+/// The order by number, whoever owns it.
+pub async fn find_by_number(
+    db: &impl ConnectionTrait,
+    order_number: &str,
+) -> Result<Option<order::Model>, sea_orm::DbErr> {
+    order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await
+}
+
+/// `UPDATE orders SET … WHERE order_number = ? AND status IN (from)`: the affected-row count says whether
+/// this caller made the transition. Every state change goes through here.
+pub(crate) async fn transition(
+    db: &impl ConnectionTrait,
+    order_number: &str,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    extra: Vec<(order::Column, sea_orm::sea_query::SimpleExpr)>,
+) -> Result<bool, sea_orm::DbErr> {
+    let mut update = order::Entity::update_many()
+        .col_expr(order::Column::Status, Expr::value(to.as_str()))
+        .col_expr(order::Column::UpdatedAt, Expr::value(now_utc()));
+    for (column, value) in extra {
+        update = update.col_expr(column, value);
+    }
+    let result = update
+        .filter(order::Column::OrderNumber.eq(order_number))
+        .filter(order::Column::Status.is_in(from.iter().map(|s| s.as_str())))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}

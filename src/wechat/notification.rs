@@ -1,0 +1,85 @@
+//! The payment-result callback body. Keys are camelCase; the documented example has numbers for
+//! `totalFee`, but nothing promises it, so numeric strings are accepted too.
+
+use serde_json::Value;
+
+/// The fields of a payment callback this service acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentNotice {
+    pub return_code: Option<String>,
+    pub result_code: Option<String>,
+    pub out_trade_no: Option<String>,
+    /// In fen.
+    pub total_fee: Option<i64>,
+    pub sub_mch_id: Option<String>,
+    pub transaction_id: Option<String>,
+    /// `yyyyMMddHHmmss`, Beijing time.
+    pub time_end: Option<String>,
+}
+
+/// The body is not a JSON object.
+#[derive(Debug, thiserror::Error)]
+#[error("callback body is not a JSON object: {0}")]
+pub struct NotificationError(String);
+
+impl PaymentNotice {
+    pub fn parse(body: &[u8]) -> Result<Self, NotificationError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| NotificationError(e.to_string()))?;
+        let Value::Object(map) = value else {
+            return Err(NotificationError("not an object".into()));
+        };
+        let text = |key: &str| match map.get(key) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let fen = |key: &str| match map.get(key) {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        Ok(PaymentNotice {
+            return_code: text("returnCode"),
+            result_code: text("resultCode"),
+            out_trade_no: text("outTradeNo"),
+            total_fee: fen("totalFee"),
+            sub_mch_id: text("subMchId"),
+            transaction_id: text("transactionId"),
+            time_end: text("timeEnd"),
+        })
+    }
+
+    /// `returnCode` and `resultCode` are both `SUCCESS`.
+    pub fn is_success(&self) -> bool {
+        self.return_code.as_deref() == Some("SUCCESS") && self.result_code.as_deref() == Some("SUCCESS")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let body = br#"{"returnCode":"SUCCESS","appid":"wxd2565e6a04246fd1","mchId":"1800780001","subMchId":"1712734762","resultCode":"SUCCESS","totalFee":1,"cashFee":1,"transactionId":"4200004561202203217657282768","outTradeNo":"2021WERUN1647839289398","timeEnd":"20220321132007"}"#;
+        let n = PaymentNotice::parse(body).unwrap();
+        assert!(n.is_success());
+        assert_eq!(n.total_fee, Some(1));
+        assert_eq!(n.sub_mch_id.as_deref(), Some("1712734762"));
+        assert_eq!(n.out_trade_no.as_deref(), Some("2021WERUN1647839289398"));
+        assert_eq!(n.time_end.as_deref(), Some("20220321132007"));
+    }
+
+    #[test]
+    fn accepts_a_fee_sent_as_a_string() {
+        let n = PaymentNotice::parse(br#"{"totalFee":"1200"}"#).unwrap();
+        assert_eq!(n.total_fee, Some(1200));
+        assert!(!n.is_success());
+    }
+
+    #[test]
+    fn refuses_non_objects() {
+        assert!(PaymentNotice::parse(b"not json").is_err());
+        assert!(PaymentNotice::parse(b"[1,2]").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! API tests: the real application on a random port, a fresh database per test (SQLite by default;
+//! `TEST_DATABASE_URL=mysql://…` or `postgres://…` for a server), and a fake WeChat.
+
+mod helpers;
+
+mod health;
+mod identity;
+mod openapi;
+mod orders;
+mod payment_callback;
+mod payment_create;
