@@ -14,6 +14,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{redact_url, Settings};
 use crate::error::ApiError;
+use crate::fulfilment::{provider_from_settings, Fulfiller};
+use crate::jobs;
 use crate::routes::{self, ApiDoc};
 use crate::wechat::WechatPay;
 
@@ -26,12 +28,15 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
     pub wechat: WechatPay,
+    pub fulfiller: Fulfiller,
 }
 
 impl AppState {
-    /// Called once, by whoever moved the order to `paid`: the seam where fulfilment starts.
+    /// Called by whoever moved the order to `paid`: fulfilment starts at once in the background and
+    /// never delays the caller. If this process dies first, the sweep finds the order.
     pub fn order_paid(&self, order_number: &str) {
-        tracing::info!(order_number, "order paid");
+        tracing::info!(order_number, "order paid; starting fulfilment");
+        self.fulfiller.spawn(order_number.to_string());
     }
 }
 
@@ -45,6 +50,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("cannot listen on port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
+    #[error(transparent)]
+    Scheduler(#[from] jobs::SchedulerError),
 }
 
 pub struct Application {
@@ -52,6 +59,7 @@ pub struct Application {
     port: u16,
     router: Router,
     state: AppState,
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
 }
 
 impl Application {
@@ -60,7 +68,9 @@ impl Application {
         let db = connect(&settings.database_url).await?;
         Migrator::up(&db, None).await.map_err(StartError::Migration)?;
         let wechat = WechatPay::from_settings(&settings.wechat)?;
-        let state = AppState { db, settings: Arc::new(settings), wechat };
+        let provider = provider_from_settings(&settings.topup)?;
+        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone());
+        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller };
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;
@@ -72,7 +82,16 @@ impl Application {
             database = %redact_url(&state.settings.database_url),
             "wxtopup listening"
         );
-        Ok(Application { listener, port, router: router(state.clone()), state })
+        let scheduler = if state.settings.scheduler_enabled {
+            let scheduler = jobs::start(&state).await?;
+            // Instances start from zero on demand: sweep once now rather than at the next tick.
+            let startup_state = state.clone();
+            tokio::spawn(async move { jobs::compensate::run_logged(&startup_state).await });
+            Some(scheduler)
+        } else {
+            None
+        };
+        Ok(Application { listener, port, router: router(state.clone()), state, scheduler })
     }
 
     pub fn port(&self) -> u16 {
@@ -83,9 +102,24 @@ impl Application {
         &self.state
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests.
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully (see [`Application::run_until`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes; then stops accepting, finishes in-flight requests, stops the
+    /// scheduler, lets in-flight top-ups finish up to `SHUTDOWN_GRACE_SECONDS`, and releases the claims
+    /// of those that did not so another replica takes them over.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(stop).await;
+        if let Some(mut scheduler) = self.scheduler {
+            let _ = scheduler.shutdown().await;
+        }
+        if let Err(error) = self.state.fulfiller.shutdown(self.state.settings.shutdown_grace).await {
+            tracing::error!(%error, "could not release claims at shutdown; their leases will expire");
+        }
+        tracing::info!("stopped");
+        served
     }
 }
 
@@ -134,6 +168,10 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{order_number}", get(routes::orders::get_order))
         .route("/payment/create", post(routes::payment::create_payment))
         .route("/payment/callback/{order_number}", post(routes::payment::handle_payment_callback))
+        .route("/admin/orders", get(routes::admin::list_orders))
+        .route("/admin/orders/{order_number}", get(routes::admin::get_order))
+        .route("/admin/orders/{order_number}/retry", post(routes::admin::retry_order))
+        .route("/jobs/compensate", post(routes::admin::run_compensation))
         .with_state(state);
     Router::new()
         .merge(SwaggerUi::new("/api").url("/api/openapi.json", ApiDoc::openapi()))

@@ -23,6 +23,56 @@ pub struct Settings {
     /// `RUST_LOG` syntax.
     pub log_filter: String,
     pub wechat: WechatSettings,
+    pub topup: TopUpSettings,
+    pub fulfilment: FulfilmentSettings,
+    /// Bearer token for `/admin/*` and `/jobs/*`; those endpoints are off without one.
+    pub admin_token: Option<String>,
+    /// Run the compensation sweep on `COMPENSATION_CRON` (and once at start).
+    pub scheduler_enabled: bool,
+    pub compensation_cron: String,
+    /// How long shutdown waits for in-flight top-ups before releasing their claims.
+    pub shutdown_grace: Duration,
+}
+
+/// Which carrier adapter delivers top-ups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopUpProviderKind {
+    Sandbox,
+    Http,
+}
+
+#[derive(Clone)]
+pub struct TopUpSettings {
+    pub provider: TopUpProviderKind,
+    pub api_url: Option<String>,
+    /// Secret: never logged.
+    pub api_token: Option<String>,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for TopUpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopUpSettings")
+            .field("provider", &self.provider)
+            .field("api_url", &self.api_url)
+            .field("api_token", &self.api_token.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FulfilmentSettings {
+    /// Attempts (claims) before an order whose outcome stays unknown or pending is marked failed.
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long a claim holds an order; a worker that dies is replaced after this.
+    pub lease: Duration,
+    /// Top-ups in flight at once per instance, for the sweep.
+    pub concurrency: usize,
+    /// Orders one sweep looks at.
+    pub batch_size: u64,
 }
 
 impl fmt::Debug for Settings {
@@ -33,6 +83,12 @@ impl fmt::Debug for Settings {
             .field("database_url", &redact_url(&self.database_url))
             .field("log_filter", &self.log_filter)
             .field("wechat", &self.wechat)
+            .field("topup", &self.topup)
+            .field("fulfilment", &self.fulfilment)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("scheduler_enabled", &self.scheduler_enabled)
+            .field("compensation_cron", &self.compensation_cron)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -176,11 +232,72 @@ impl Settings {
 
         let log_filter = get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,sea_orm=warn".into());
 
-        Ok(Settings { app_env, port, database_url, log_filter, wechat })
+        let provider = match get("TOPUP_PROVIDER").as_deref() {
+            Some("sandbox") => TopUpProviderKind::Sandbox,
+            Some("http") => TopUpProviderKind::Http,
+            None if production => TopUpProviderKind::Http,
+            None => TopUpProviderKind::Sandbox,
+            Some(other) => return Err(invalid("TOPUP_PROVIDER", format!("must be sandbox or http, not {other:?}"))),
+        };
+        if production
+            && provider == TopUpProviderKind::Sandbox
+            && !parse_bool("TOPUP_ALLOW_SANDBOX", get("TOPUP_ALLOW_SANDBOX"), false)?
+        {
+            return Err(invalid(
+                "TOPUP_PROVIDER",
+                "is sandbox in production; set TOPUP_ALLOW_SANDBOX=true if that is really meant".into(),
+            ));
+        }
+        let api_url = get("TOPUP_API_URL").map(|u| u.trim_end_matches('/').to_string());
+        if provider == TopUpProviderKind::Http {
+            let url = api_url.as_deref().ok_or_else(|| required("TOPUP_API_URL", "when TOPUP_PROVIDER is http"))?;
+            url::Url::parse(url).map_err(|e| invalid("TOPUP_API_URL", format!("is not a URL: {e}")))?;
+        }
+        let topup_timeout = Duration::from_millis(positive(&get, "TOPUP_TIMEOUT_MS", 10_000)?);
+        let topup = TopUpSettings { provider, api_url, api_token: get("TOPUP_API_TOKEN"), timeout: topup_timeout };
+
+        // A claim must outlive a query plus a submit.
+        let default_lease = 2 * topup_timeout.as_secs() + 30;
+        let fulfilment = FulfilmentSettings {
+            max_attempts: positive(&get, "FULFILMENT_MAX_ATTEMPTS", 6)? as u32,
+            retry_base: Duration::from_secs(positive(&get, "FULFILMENT_RETRY_BASE_SECONDS", 30)?),
+            retry_max: Duration::from_secs(positive(&get, "FULFILMENT_RETRY_MAX_SECONDS", 1800)?),
+            lease: Duration::from_secs(positive(&get, "FULFILMENT_LEASE_SECONDS", default_lease)?),
+            concurrency: positive(&get, "FULFILMENT_CONCURRENCY", 8)? as usize,
+            batch_size: positive(&get, "COMPENSATION_BATCH_SIZE", 100)?,
+        };
+        if fulfilment.lease <= 2 * topup_timeout {
+            return Err(invalid("FULFILMENT_LEASE_SECONDS", "must exceed twice TOPUP_TIMEOUT_MS".into()));
+        }
+
+        Ok(Settings {
+            app_env,
+            port,
+            database_url,
+            log_filter,
+            wechat,
+            topup,
+            fulfilment,
+            admin_token: get("ADMIN_TOKEN"),
+            scheduler_enabled: parse_bool("SCHEDULER_ENABLED", get("SCHEDULER_ENABLED"), true)?,
+            compensation_cron: get("COMPENSATION_CRON").unwrap_or_else(|| "0 * * * * *".into()),
+            shutdown_grace: Duration::from_secs(positive(&get, "SHUTDOWN_GRACE_SECONDS", 10)?),
+        })
     }
 
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
+    }
+}
+
+fn positive(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match get(var) {
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| invalid(var, format!("must be a positive whole number, not {v:?}"))),
+        None => Ok(default),
     }
 }
 
@@ -238,6 +355,7 @@ mod tests {
             ("WECHAT_MCH_ID", "1712734762"),
             ("CBR_ENV_ID", "prod-1"),
             ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
+            ("TOPUP_API_URL", "https://carrier.example/api/"),
             ("MYSQL_ADDRESS", "10.0.0.2:3306"),
             ("MYSQL_USERNAME", "root"),
             ("MYSQL_PASSWORD", "p@ss:w/rd"),
@@ -258,6 +376,36 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_the_sandbox_carrier_unless_allowed() {
+        let base = [
+            ("APP_ENV", "production"),
+            ("WECHAT_MCH_ID", "1"),
+            ("WECHAT_ENV_ID", "e"),
+            ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
+        ];
+        let err = Settings::from_vars(&vars(&base)).unwrap_err();
+        assert_eq!(err.var, "TOPUP_API_URL");
+        let mut sandbox = base.to_vec();
+        sandbox.push(("TOPUP_PROVIDER", "sandbox"));
+        assert_eq!(Settings::from_vars(&vars(&sandbox)).unwrap_err().var, "TOPUP_PROVIDER");
+        sandbox.push(("TOPUP_ALLOW_SANDBOX", "true"));
+        assert_eq!(Settings::from_vars(&vars(&sandbox)).unwrap().topup.provider, TopUpProviderKind::Sandbox);
+    }
+
+    #[test]
+    fn debug_output_hides_tokens() {
+        let s = Settings::from_vars(&vars(&[
+            ("ADMIN_TOKEN", "admin-secret"),
+            ("TOPUP_PROVIDER", "http"),
+            ("TOPUP_API_URL", "http://carrier"),
+            ("TOPUP_API_TOKEN", "carrier-secret"),
+        ]))
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("admin-secret") && !printed.contains("carrier-secret"), "{printed}");
+    }
+
+    #[test]
     fn empty_placeholders_count_as_unset() {
         let err = Settings::from_vars(&vars(&[("PAYMENT_SANDBOX", "false"), ("WECHAT_MCH_ID", "")])).unwrap_err();
         assert_eq!(err.var, "WECHAT_MCH_ID");
@@ -272,6 +420,9 @@ mod tests {
             ("WECHAT_PAYMENT_SERVER_IP", "localhost"),
             ("DATABASE_URL", "oracle://x"),
             ("APP_ENV", "staging"),
+            ("TOPUP_PROVIDER", "ftp"),
+            ("FULFILMENT_MAX_ATTEMPTS", "0"),
+            ("SCHEDULER_ENABLED", "sometimes"),
         ] {
             let err = Settings::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");

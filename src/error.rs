@@ -14,7 +14,7 @@ use crate::wechat::WechatError;
 #[schema(example = json!({"code": "ORDER_NOT_FOUND", "message": "order not found"}))]
 pub struct ErrorBody {
     /// Stable, machine-readable: `INVALID_REQUEST`, `INVALID_JSON`, `INVALID_PHONE_NUMBER`, `UNAUTHORIZED`, `UNTRUSTED_SOURCE`,
-    /// `NOT_FOUND`, `ORDER_NOT_FOUND`, `PRODUCT_NOT_FOUND`, `ORDER_NOT_PAYABLE`, `METHOD_NOT_ALLOWED`,
+    /// `NOT_FOUND`, `ORDER_NOT_FOUND`, `PRODUCT_NOT_FOUND`, `ORDER_NOT_PAYABLE`, `ORDER_NOT_RETRYABLE`, `METHOD_NOT_ALLOWED`,
     /// `PAYLOAD_TOO_LARGE`, `UNSUPPORTED_MEDIA_TYPE`, `INVALID_BODY`, `WECHAT_ERROR`,
     /// `SERVICE_UNAVAILABLE`, `INTERNAL_ERROR`.
     pub code: &'static str,
@@ -125,6 +125,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::OrderNotPayable(status) => ApiError::Conflict {
                 code: "ORDER_NOT_PAYABLE",
                 message: format!("order is {status}; only unpaid orders can be paid"),
+            },
+            ServiceError::OrderNotRetryable(status) => ApiError::Conflict {
+                code: "ORDER_NOT_RETRYABLE",
+                message: format!("order is {status}; only failed orders can be retried"),
             },
             ServiceError::Wechat(e) => ApiError::Wechat(e),
             ServiceError::Database(e) => from_db(e),

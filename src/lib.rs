@@ -3,6 +3,8 @@ pub mod config;
 pub mod domain;
 pub mod entities;
 pub mod error;
+pub mod fulfilment;
+pub mod jobs;
 pub mod routes;
 pub mod services;
 pub mod telemetry;

@@ -4,12 +4,16 @@ pub use sea_orm_migration::prelude::*;
 
 mod columns;
 mod m20261123_000001_create_catalog_and_orders;
+mod m20261123_000002_add_fulfilment;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_catalog_and_orders::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_catalog_and_orders::Migration),
+            Box::new(m20261123_000002_add_fulfilment::Migration),
+        ]
     }
 }

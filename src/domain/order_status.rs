@@ -27,8 +27,6 @@ pub enum OrderEvent {
     FulfilmentSucceeded,
     /// The carrier refused for good, or the retries ran out.
     FulfilmentFailed,
-    /// A claim was given back undecided (shutdown); the order is due again.
-    FulfilmentReleased,
     /// An operator asked to try a failed top-up again.
     RetryRequested,
     /// A refund was requested (operator, or automatic after a failure or a late payment).
@@ -70,7 +68,6 @@ impl OrderStatus {
             (S::Paid, E::FulfilmentStarted) => S::Recharging,
             (S::Recharging, E::FulfilmentSucceeded) => S::Success,
             (S::Recharging, E::FulfilmentFailed) => S::Failed,
-            (S::Recharging, E::FulfilmentReleased) => S::Paid,
             (S::Failed, E::RetryRequested) => S::Paid,
             (S::Paid | S::Failed | S::Success, E::RefundRequested) => S::Refunding,
             (S::Refunding, E::RefundSucceeded) => S::Refunded,
@@ -142,9 +139,8 @@ mod tests {
     }
 
     #[test]
-    fn fulfilment_can_fail_or_be_released() {
+    fn fulfilment_can_fail() {
         assert_eq!(S::Recharging.apply(E::FulfilmentFailed), Ok(S::Failed));
-        assert_eq!(S::Recharging.apply(E::FulfilmentReleased), Ok(S::Paid));
     }
 
     #[test]

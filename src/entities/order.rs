@@ -23,6 +23,23 @@ pub struct Model {
     pub anomaly: Option<String>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+    /// Snapshot of the product at ordering time, for the carrier.
+    pub product_code: String,
+    pub face_value: Decimal,
+    pub face_currency: String,
+    /// Claims taken so far (each may query and/or submit).
+    pub fulfil_attempts: i32,
+    /// A submit may have reached the carrier: the next attempt queries before it submits.
+    pub submitted: bool,
+    /// The worker holding the claim, while one does.
+    pub lease_owner: Option<String>,
+    /// While `recharging`: when the claim may be taken over (a dead worker, or the next retry).
+    pub lease_expires_at: Option<DateTime>,
+    /// When fulfilment first started.
+    pub recharge_at: Option<DateTime>,
+    pub delivered_at: Option<DateTime>,
+    pub provider_reference: Option<String>,
+    pub failure_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,5 +1,6 @@
 //! HTTP edges: extract, convert to domain types, call one service function, answer a DTO.
 
+pub mod admin;
 pub mod extract;
 pub mod health;
 pub mod identity;
@@ -7,7 +8,7 @@ pub mod orders;
 pub mod payment;
 pub mod products;
 
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
@@ -30,6 +31,10 @@ use crate::error::ErrorBody;
         orders::get_order,
         payment::create_payment,
         payment::handle_payment_callback,
+        admin::list_orders,
+        admin::get_order,
+        admin::retry_order,
+        admin::run_compensation,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon),
@@ -37,6 +42,7 @@ use crate::error::ErrorBody;
         (name = "orders", description = "The caller's orders"),
         (name = "payment", description = "WeChat Pay: prepay for the mini-program, callback from the platform"),
         (name = "catalog", description = "What is on sale"),
+        (name = "admin", description = "Operators (bearer ADMIN_TOKEN; off when no token is set)"),
         (name = "service", description = "Operations"),
     )
 )]
@@ -53,6 +59,12 @@ impl Modify for SecurityAddon {
                 "X-WX-OPENID",
                 "Injected by wx.cloud.callContainer (with X-WX-SOURCE). In development, X-Mock-Openid also works.",
             ))),
+        );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("ADMIN_TOKEN")).build(),
+            ),
         );
     }
 }

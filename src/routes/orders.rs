@@ -95,7 +95,7 @@ impl TryFrom<order::Model> for OrderResponse {
     }
 }
 
-fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
 
@@ -116,6 +116,20 @@ pub struct OrderPage {
     pub page: u64,
     pub page_size: u64,
     pub total: u64,
+}
+
+/// Validates 1-based `page` (default 1) and `pageSize` (1 to 100, default 20).
+pub fn page_params(page: Option<u64>, page_size: Option<u64>) -> Result<(u64, u64), ApiError> {
+    let page = page.unwrap_or(1);
+    let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(ApiError::bad_request("INVALID_REQUEST", "page must be at least 1 and pageSize between 1 and 100"));
+    }
+    Ok((page, page_size))
+}
+
+pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
+    t.map(utc)
 }
 
 /// Places an order for a product. The price comes from the catalog.
@@ -156,11 +170,7 @@ pub async fn list_orders(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListOrdersQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
-    let page = query.page.unwrap_or(1);
-    let page_size = query.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-    if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-        return Err(ApiError::bad_request("INVALID_REQUEST", "page must be at least 1 and pageSize between 1 and 100"));
-    }
+    let (page, page_size) = page_params(query.page, query.page_size)?;
     let (items, total) = orders::list_orders(&state.db, &caller.openid, page, page_size).await?;
     let items = items.into_iter().map(OrderResponse::try_from).collect::<Result<_, _>>()?;
     Ok(Json(OrderPage { items, page, page_size, total }))

@@ -1,6 +1,7 @@
 //! Use cases. Plain async functions over a database connection and the WeChat client; nothing here
 //! knows about HTTP or the scheduler.
 
+pub mod admin;
 pub mod orders;
 pub mod payments;
 
@@ -15,6 +16,8 @@ pub enum ServiceError {
     ProductNotFound,
     #[error("order is {0}")]
     OrderNotPayable(OrderStatus),
+    #[error("order is {0}")]
+    OrderNotRetryable(OrderStatus),
     #[error(transparent)]
     Wechat(#[from] WechatError),
     #[error(transparent)]

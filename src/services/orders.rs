@@ -54,6 +54,17 @@ pub async fn place_order(
             anomaly: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
+            product_code: Set(product.code.clone()),
+            face_value: Set(product.face_value),
+            face_currency: Set(product.face_currency.clone()),
+            fulfil_attempts: Set(0),
+            submitted: Set(false),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            recharge_at: Set(None),
+            delivered_at: Set(None),
+            provider_reference: Set(None),
+            failure_reason: Set(None),
             ..Default::default()
         };
         match order.insert(db).await {

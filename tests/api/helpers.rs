@@ -1,27 +1,40 @@
 use rand::distr::Alphanumeric;
 use rand::Rng;
 use reqwest::StatusCode;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wiremock::matchers::path_regex;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-use wxtopup::app::Application;
+use wxtopup::app::{AppState, Application};
 use wxtopup::config::Settings;
-use wxtopup::entities::{order, payment_event};
+use wxtopup::domain::PhoneNumber;
+use wxtopup::entities::{fulfilment_attempt, order, payment_event};
+use wxtopup::services::orders::place_order;
 
 pub const MCH_ID: &str = "1712734762";
 pub const ENV_ID: &str = "prod-test-env";
 pub const OPENID: &str = "oZp5njTTsWaCeEoXi14oeOVCKlik";
 pub const OTHER_OPENID: &str = "oOtherUser000000000000000000";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const CARRIER_TOKEN: &str = "test-carrier-token";
 
 pub struct TestApp {
     pub address: String,
     pub db: DatabaseConnection,
+    pub state: AppState,
     pub wechat: MockServer,
+    pub carrier: MockServer,
     pub client: reqwest::Client,
     pub production: bool,
-    _sqlite_dir: Option<tempfile::TempDir>,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<JoinHandle<std::io::Result<()>>>,
+    _sqlite_dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 /// A development-mode application talking to the fake WeChat (sandbox off).
@@ -31,8 +44,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// As [`spawn_app`], with settings overridden (e.g. `("APP_ENV", "production")`).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    let wechat = MockServer::start().await;
     let (database_url, sqlite_dir) = fresh_database().await;
+    spawn_on(database_url, sqlite_dir.map(std::sync::Arc::new), None, overrides).await
+}
+
+async fn spawn_on(
+    database_url: String,
+    sqlite_dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    carrier_uri: Option<String>,
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    let wechat = MockServer::start().await;
+    let carrier = MockServer::start().await;
     let mut vars: HashMap<String, String> = [
         ("APP_ENV", "development"),
         ("PORT", "0"),
@@ -43,12 +66,21 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("WECHAT_PAYMENT_SERVER_IP", "10.9.8.7"),
         ("WECHAT_TIMEOUT_MS", "500"),
         ("RUST_LOG", "off"),
+        ("TOPUP_PROVIDER", "http"),
+        ("TOPUP_API_TOKEN", CARRIER_TOKEN),
+        ("TOPUP_TIMEOUT_MS", "500"),
+        ("FULFILMENT_RETRY_BASE_SECONDS", "60"),
+        ("FULFILMENT_LEASE_SECONDS", "30"),
+        ("SCHEDULER_ENABLED", "false"),
+        ("SHUTDOWN_GRACE_SECONDS", "1"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    vars.insert("DATABASE_URL".into(), database_url);
+    vars.insert("DATABASE_URL".into(), database_url.clone());
     vars.insert("WECHAT_API_BASE".into(), wechat.uri());
+    vars.insert("TOPUP_API_URL".into(), carrier_uri.unwrap_or_else(|| carrier.uri()));
     for (k, v) in overrides {
         vars.insert(k.to_string(), v.to_string());
     }
@@ -56,9 +88,24 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let production = settings.is_production();
     let application = Application::build(settings).await.expect("application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
-    let db = application.state().db.clone();
-    tokio::spawn(application.run_until_stopped());
-    TestApp { address, db, wechat, client: reqwest::Client::new(), production, _sqlite_dir: sqlite_dir }
+    let state = application.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(application.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        db: state.db.clone(),
+        state,
+        wechat,
+        carrier,
+        client: reqwest::Client::new(),
+        production,
+        database_url,
+        stop: Some(stop),
+        running: Some(running),
+        _sqlite_dir: sqlite_dir,
+    }
 }
 
 /// A new, empty database: a temp SQLite file, or a new database on the server in `TEST_DATABASE_URL`.
@@ -85,6 +132,21 @@ async fn fresh_database() -> (String, Option<tempfile::TempDir>) {
 }
 
 impl TestApp {
+    /// Another instance of the service on the same database and the same carrier: a replica.
+    pub async fn spawn_replica(&self) -> TestApp {
+        spawn_on(self.database_url.clone(), self._sqlite_dir.clone(), Some(self.carrier.uri()), &[]).await
+    }
+
+    /// Sends the shutdown signal and waits for graceful shutdown to finish.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -138,6 +200,66 @@ impl TestApp {
         order::Entity::find().all(&self.db).await.unwrap().len()
     }
 
+    pub async fn attempts(&self, order_number: &str) -> Vec<fulfilment_attempt::Model> {
+        fulfilment_attempt::Entity::find()
+            .filter(fulfilment_attempt::Column::OrderNumber.eq(order_number))
+            .all(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// An order already marked paid in the database, whose fulfilment has not started (as after a
+    /// crash right after the callback).
+    pub async fn paid_order_in_db(&self, phone: &str) -> String {
+        let phone = PhoneNumber::parse(phone).expect("valid phone");
+        let order = place_order(&self.db, OPENID, 1, &phone).await.unwrap();
+        self.set(
+            &order.order_number,
+            vec![
+                (order::Column::Status, Expr::value("paid")),
+                (order::Column::TransactionId, Expr::value(format!("42000{}", order.id))),
+                (order::Column::PaidAt, Expr::value(wxtopup::domain::now_utc())),
+            ],
+        )
+        .await;
+        order.order_number
+    }
+
+    /// Writes columns of an order directly (to stage crashes and the passing of time).
+    pub async fn set(&self, order_number: &str, sets: Vec<(order::Column, sea_orm::sea_query::SimpleExpr)>) {
+        let mut update = order::Entity::update_many();
+        for (column, value) in sets {
+            update = update.col_expr(column, value);
+        }
+        update.filter(order::Column::OrderNumber.eq(order_number)).exec(&self.db).await.unwrap();
+    }
+
+    /// Makes a retry or a lapsed lease due now, as if its time had passed.
+    pub async fn expire_lease(&self, order_number: &str) {
+        let past = wxtopup::domain::now_utc() - chrono::Duration::seconds(1);
+        self.set(order_number, vec![(order::Column::LeaseExpiresAt, Expr::value(past))]).await;
+    }
+
+    /// Polls the database until the order reaches `status` (background fulfilment), at most 10 s.
+    pub async fn wait_for_status(&self, order_number: &str, status: &str) -> order::Model {
+        for _ in 0..500 {
+            let order = self.order(order_number).await;
+            if order.status == status {
+                return order;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("order {order_number} never reached {status}: {:?}", self.order(order_number).await.status);
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("request sent")
+    }
+
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("request sent")
+    }
+
     pub async fn events(&self, order_number: &str) -> Vec<payment_event::Model> {
         payment_event::Entity::find()
             .filter(payment_event::Column::OrderNumber.eq(order_number))
@@ -189,4 +311,29 @@ pub async fn assert_error(response: reqwest::Response, status: StatusCode, code:
     assert_eq!(body["code"], code, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     body
+}
+
+/// A payment status that means "paid at some point" (fulfilment may have moved it on).
+pub fn is_paid(status: &str) -> bool {
+    matches!(status, "paid" | "recharging" | "success" | "failed")
+}
+
+/// The carrier's answer for a top-up in `status`.
+pub fn carrier_answer(status: &str) -> Value {
+    json!({"status": status, "providerReference": "CARRIER-778899", "message": format!("top-up {status}")})
+}
+
+/// Mounts the carrier's submit endpoint, expected `times` times.
+pub async fn mount_submit(app: &TestApp, response: ResponseTemplate, times: u64) {
+    Mock::given(method("POST")).and(path("/topups")).respond_with(response).expect(times).mount(&app.carrier).await;
+}
+
+/// Mounts the carrier's query endpoint, expected `times` times.
+pub async fn mount_query(app: &TestApp, response: ResponseTemplate, times: u64) {
+    Mock::given(method("GET"))
+        .and(path_regex("^/topups/ORD[0-9A-Za-z]+$"))
+        .respond_with(response)
+        .expect(times)
+        .mount(&app.carrier)
+        .await;
 }

@@ -3,6 +3,9 @@
 
 mod helpers;
 
+mod admin;
+mod compensation;
+mod fulfilment;
 mod health;
 mod identity;
 mod openapi;

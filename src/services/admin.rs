@@ -1,0 +1,93 @@
+//! What operators need: every order, its whole history, and a way to put a failed top-up back in line.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+
+use super::orders::{find_by_number, transition};
+use super::{stored_status, ServiceError};
+use crate::domain::{OrderEvent, OrderStatus};
+use crate::entities::{fulfilment_attempt, order, payment_event};
+
+/// Which orders an operator wants to see.
+#[derive(Clone, Debug, Default)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    /// Only orders with a recorded anomaly.
+    pub anomalies_only: bool,
+    pub search: Option<String>,
+}
+
+pub async fn list_orders(
+    db: &impl ConnectionTrait,
+    filter: &OrderFilter,
+    page: u64,
+    page_size: u64,
+) -> Result<(Vec<order::Model>, u64), ServiceError> {
+    let mut query = order::Entity::find().order_by_desc(order::Column::CreatedAt).order_by_desc(order::Column::Id);
+    if let Some(status) = filter.status {
+        query = query.filter(order::Column::Status.eq(status.as_str()));
+    }
+    if filter.anomalies_only {
+        query = query.filter(order::Column::Anomaly.is_not_null());
+    }
+    if let Some(search) = filter.search.as_deref().filter(|s| !s.is_empty()) {
+        query = query.filter(
+            sea_orm::Condition::any()
+                .add(order::Column::OrderNumber.eq(search))
+                .add(order::Column::PhoneNumber.eq(search)),
+        );
+    }
+    let paginator = query.paginate(db, page_size);
+    let total = paginator.num_items().await?;
+    let items = paginator.fetch_page(page.saturating_sub(1)).await?;
+    Ok((items, total))
+}
+
+/// An order with every payment delivery and every carrier call, oldest first.
+pub struct OrderHistory {
+    pub order: order::Model,
+    pub payment_events: Vec<payment_event::Model>,
+    pub attempts: Vec<fulfilment_attempt::Model>,
+}
+
+pub async fn order_history(db: &impl ConnectionTrait, order_number: &str) -> Result<OrderHistory, ServiceError> {
+    let order = find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)?;
+    let payment_events = payment_event::Entity::find()
+        .filter(payment_event::Column::OrderNumber.eq(order_number))
+        .order_by_asc(payment_event::Column::Id)
+        .all(db)
+        .await?;
+    let attempts = fulfilment_attempt::Entity::find()
+        .filter(fulfilment_attempt::Column::OrderNumber.eq(order_number))
+        .order_by_asc(fulfilment_attempt::Column::Id)
+        .all(db)
+        .await?;
+    Ok(OrderHistory { order, payment_events, attempts })
+}
+
+/// Makes a `failed` order due again with a fresh attempt budget. The carrier is still queried before
+/// any new submit (the `submitted` mark stays), so a retry can never deliver twice.
+pub async fn retry_order(db: &impl ConnectionTrait, order_number: &str) -> Result<order::Model, ServiceError> {
+    let order = find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)?;
+    let status = stored_status(&order.status)?;
+    let to = status.apply(OrderEvent::RetryRequested).map_err(|_| ServiceError::OrderNotRetryable(status))?;
+    let won = transition(
+        db,
+        order_number,
+        &[status],
+        to,
+        vec![
+            (order::Column::FulfilAttempts, Expr::value(0)),
+            (order::Column::FailureReason, Expr::value(Option::<String>::None)),
+            (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
+            (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
+        ],
+    )
+    .await?;
+    let current = find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)?;
+    if !won {
+        return Err(ServiceError::OrderNotRetryable(stored_status(&current.status)?));
+    }
+    tracing::info!(order_number, "operator retry: order is due again");
+    Ok(current)
+}
