@@ -13,10 +13,12 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{redact_url, Settings};
+use crate::entities::refund;
 use crate::error::ApiError;
-use crate::fulfilment::{provider_from_settings, Fulfiller};
+use crate::fulfilment::{provider_from_settings, FailureHook, Fulfiller};
 use crate::jobs;
 use crate::routes::{self, ApiDoc};
+use crate::services::refunds;
 use crate::wechat::WechatPay;
 
 /// The platform refuses request bodies over 100 KiB; so does the service.
@@ -38,6 +40,34 @@ impl AppState {
         tracing::info!(order_number, "order paid; starting fulfilment");
         self.fulfiller.spawn(order_number.to_string());
     }
+
+    /// Submits and confirms an opened refund in the background; the reconciliation job finishes
+    /// whatever this does not.
+    pub fn refund_in_background(&self, refund: refund::Model) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let max = state.settings.lifecycle.refund_max_attempts;
+            if let Err(error) = refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
+                tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
+            }
+        });
+    }
+}
+
+/// The automatic refund of a failed top-up, when `AUTO_REFUND_ON_FAILURE` is on.
+fn auto_refund_hook(db: &DatabaseConnection, wechat: &WechatPay, settings: &Settings) -> Option<FailureHook> {
+    if !settings.lifecycle.auto_refund_on_failure {
+        return None;
+    }
+    let (db, wechat, max) = (db.clone(), wechat.clone(), settings.lifecycle.refund_max_attempts);
+    Some(Arc::new(move |order_number: String| {
+        let (db, wechat) = (db.clone(), wechat.clone());
+        tokio::spawn(async move {
+            if let Err(error) = refunds::refund_failed_top_up(&db, &wechat, &order_number, max).await {
+                tracing::warn!(order_number, %error, "automatic refund not settled yet; reconciliation will retry");
+            }
+        });
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +99,8 @@ impl Application {
         Migrator::up(&db, None).await.map_err(StartError::Migration)?;
         let wechat = WechatPay::from_settings(&settings.wechat)?;
         let provider = provider_from_settings(&settings.topup)?;
-        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone());
+        let on_failed = auto_refund_hook(&db, &wechat, &settings);
+        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone(), on_failed);
         let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller };
         let port = state.settings.port;
         let listener =
@@ -86,7 +117,10 @@ impl Application {
             let scheduler = jobs::start(&state).await?;
             // Instances start from zero on demand: sweep once now rather than at the next tick.
             let startup_state = state.clone();
-            tokio::spawn(async move { jobs::compensate::run_logged(&startup_state).await });
+            tokio::spawn(async move {
+                jobs::compensate::run_logged(&startup_state).await;
+                jobs::reconcile::run_logged(&startup_state).await;
+            });
             Some(scheduler)
         } else {
             None
@@ -170,8 +204,12 @@ pub fn router(state: AppState) -> Router {
         .route("/payment/callback/{order_number}", post(routes::payment::handle_payment_callback))
         .route("/admin/orders", get(routes::admin::list_orders))
         .route("/admin/orders/{order_number}", get(routes::admin::get_order))
+        .route("/payment/refund-callback/{order_number}", post(routes::payment::handle_refund_callback))
         .route("/admin/orders/{order_number}/retry", post(routes::admin::retry_order))
+        .route("/admin/orders/{order_number}/refund", post(routes::admin::refund_order))
+        .route("/admin/reconciliation", get(routes::admin::reconciliation))
         .route("/jobs/compensate", post(routes::admin::run_compensation))
+        .route("/jobs/reconcile", post(routes::admin::run_reconciliation))
         .with_state(state);
     Router::new()
         .merge(SwaggerUi::new("/api").url("/api/openapi.json", ApiDoc::openapi()))

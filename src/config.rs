@@ -25,6 +25,7 @@ pub struct Settings {
     pub wechat: WechatSettings,
     pub topup: TopUpSettings,
     pub fulfilment: FulfilmentSettings,
+    pub lifecycle: LifecycleSettings,
     /// Bearer token for `/admin/*` and `/jobs/*`; those endpoints are off without one.
     pub admin_token: Option<String>,
     /// Run the compensation sweep on `COMPENSATION_CRON` (and once at start).
@@ -32,6 +33,24 @@ pub struct Settings {
     pub compensation_cron: String,
     /// How long shutdown waits for in-flight top-ups before releasing their claims.
     pub shutdown_grace: Duration,
+}
+
+/// Callbacks, reconciliation, expiry and refunds.
+#[derive(Clone, Debug)]
+pub struct LifecycleSettings {
+    /// Confirm every payment callback with `/_/pay/queryorder` before marking the order paid.
+    pub callback_verify: bool,
+    /// Unpaid orders with a prepay older than this are queried by the reconciliation job.
+    pub reconcile_grace: Duration,
+    /// Unpaid orders are closed after this.
+    pub order_expiry: Duration,
+    /// Refund automatically when a top-up fails for good.
+    pub auto_refund_on_failure: bool,
+    /// `GET /orders/{n}?refresh=true` queries WeChat at most this often per order.
+    pub refresh_interval: Duration,
+    /// Refund calls WeChat refuses before the refund is marked failed for an operator.
+    pub refund_max_attempts: u32,
+    pub reconcile_cron: String,
 }
 
 /// Which carrier adapter delivers top-ups.
@@ -85,6 +104,7 @@ impl fmt::Debug for Settings {
             .field("wechat", &self.wechat)
             .field("topup", &self.topup)
             .field("fulfilment", &self.fulfilment)
+            .field("lifecycle", &self.lifecycle)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("scheduler_enabled", &self.scheduler_enabled)
             .field("compensation_cron", &self.compensation_cron)
@@ -114,6 +134,8 @@ pub struct WechatSettings {
     pub env_id: Option<String>,
     pub callback_service: Option<String>,
     pub callback_path: String,
+    /// `container.path` prefix for refund results.
+    pub refund_callback_path: String,
     pub server_ip: IpAddr,
     pub timeout: Duration,
 }
@@ -196,6 +218,11 @@ impl Settings {
         if !callback_path.starts_with('/') || callback_path.ends_with('/') {
             return Err(invalid("WECHAT_PAYMENT_CALLBACK_PATH", "must start with / and not end with /".into()));
         }
+        let refund_callback_path =
+            get("WECHAT_REFUND_CALLBACK_PATH").unwrap_or_else(|| "/payment/refund-callback".into());
+        if !refund_callback_path.starts_with('/') || refund_callback_path.ends_with('/') {
+            return Err(invalid("WECHAT_REFUND_CALLBACK_PATH", "must start with / and not end with /".into()));
+        }
         let server_ip = match get("WECHAT_PAYMENT_SERVER_IP") {
             Some(ip) => {
                 ip.parse().map_err(|_| invalid("WECHAT_PAYMENT_SERVER_IP", format!("is not an IP address: {ip:?}")))?
@@ -215,6 +242,7 @@ impl Settings {
             env_id: get("WECHAT_ENV_ID").or_else(|| get("CBR_ENV_ID")),
             callback_service: get("WECHAT_PAYMENT_CALLBACK_SERVICE"),
             callback_path,
+            refund_callback_path,
             server_ip,
             timeout: Duration::from_millis(timeout_ms),
         };
@@ -270,6 +298,16 @@ impl Settings {
             return Err(invalid("FULFILMENT_LEASE_SECONDS", "must exceed twice TOPUP_TIMEOUT_MS".into()));
         }
 
+        let lifecycle = LifecycleSettings {
+            callback_verify: parse_bool("CALLBACK_VERIFY", get("CALLBACK_VERIFY"), !wechat.sandbox)?,
+            reconcile_grace: Duration::from_secs(positive(&get, "RECONCILE_GRACE_SECONDS", 60)?),
+            order_expiry: Duration::from_secs(60 * positive(&get, "ORDER_EXPIRE_MINUTES", 30)?),
+            auto_refund_on_failure: parse_bool("AUTO_REFUND_ON_FAILURE", get("AUTO_REFUND_ON_FAILURE"), true)?,
+            refresh_interval: Duration::from_secs(positive(&get, "REFRESH_MIN_INTERVAL_SECONDS", 5)?),
+            refund_max_attempts: positive(&get, "REFUND_MAX_ATTEMPTS", 5)? as u32,
+            reconcile_cron: get("RECONCILE_CRON").unwrap_or_else(|| "30 * * * * *".into()),
+        };
+
         Ok(Settings {
             app_env,
             port,
@@ -278,6 +316,7 @@ impl Settings {
             wechat,
             topup,
             fulfilment,
+            lifecycle,
             admin_token: get("ADMIN_TOKEN"),
             scheduler_enabled: parse_bool("SCHEDULER_ENABLED", get("SCHEDULER_ENABLED"), true)?,
             compensation_cron: get("COMPENSATION_CRON").unwrap_or_else(|| "0 * * * * *".into()),

@@ -14,7 +14,8 @@ use crate::wechat::WechatError;
 #[schema(example = json!({"code": "ORDER_NOT_FOUND", "message": "order not found"}))]
 pub struct ErrorBody {
     /// Stable, machine-readable: `INVALID_REQUEST`, `INVALID_JSON`, `INVALID_PHONE_NUMBER`, `UNAUTHORIZED`, `UNTRUSTED_SOURCE`,
-    /// `NOT_FOUND`, `ORDER_NOT_FOUND`, `PRODUCT_NOT_FOUND`, `ORDER_NOT_PAYABLE`, `ORDER_NOT_RETRYABLE`, `METHOD_NOT_ALLOWED`,
+    /// `NOT_FOUND`, `ORDER_NOT_FOUND`, `PRODUCT_NOT_FOUND`, `ORDER_NOT_PAYABLE`, `ORDER_NOT_RETRYABLE`, `ORDER_NOT_REFUNDABLE`, `ORDER_CHANGED`, `INVALID_REFUND_AMOUNT`,
+    /// `METHOD_NOT_ALLOWED`,
     /// `PAYLOAD_TOO_LARGE`, `UNSUPPORTED_MEDIA_TYPE`, `INVALID_BODY`, `WECHAT_ERROR`,
     /// `SERVICE_UNAVAILABLE`, `INTERNAL_ERROR`.
     pub code: &'static str,
@@ -129,6 +130,18 @@ impl From<ServiceError> for ApiError {
             ServiceError::OrderNotRetryable(status) => ApiError::Conflict {
                 code: "ORDER_NOT_RETRYABLE",
                 message: format!("order is {status}; only failed orders can be retried"),
+            },
+            ServiceError::OrderNotRefundable(status) => ApiError::Conflict {
+                code: "ORDER_NOT_REFUNDABLE",
+                message: format!("order is {status}; only paid orders that are not being delivered can be refunded"),
+            },
+            ServiceError::RefundAmount(left) => ApiError::bad_request(
+                "INVALID_REFUND_AMOUNT",
+                format!("refund amount must be more than 0.00 and at most {left}, the amount not yet refunded"),
+            ),
+            ServiceError::OrderChanged => ApiError::Conflict {
+                code: "ORDER_CHANGED",
+                message: "the order changed while the request was handled; try again".into(),
             },
             ServiceError::Wechat(e) => ApiError::Wechat(e),
             ServiceError::Database(e) => from_db(e),

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod columns;
 mod m20261123_000001_create_catalog_and_orders;
 mod m20261123_000002_add_fulfilment;
+mod m20261123_000003_add_refunds_and_reconciliation;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_catalog_and_orders::Migration),
             Box::new(m20261123_000002_add_fulfilment::Migration),
+            Box::new(m20261123_000003_add_refunds_and_reconciliation::Migration),
         ]
     }
 }

@@ -71,6 +71,8 @@ impl OrderStatus {
             (S::Failed, E::RetryRequested) => S::Paid,
             (S::Paid | S::Failed | S::Success, E::RefundRequested) => S::Refunding,
             (S::Refunding, E::RefundSucceeded) => S::Refunded,
+            // A partial refund settled; more of the payment may still be refunded.
+            (S::Refunded, E::RefundRequested) => S::Refunding,
             (from, event) => return Err(TransitionError { from, event }),
         };
         Ok(next)
@@ -79,10 +81,6 @@ impl OrderStatus {
     /// The states `event` can leave from: the guard of the conditional `UPDATE`.
     pub fn sources(event: OrderEvent) -> Vec<OrderStatus> {
         Self::ALL.into_iter().filter(|s| s.apply(event).is_ok()).collect()
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, OrderStatus::Success | OrderStatus::Refunded | OrderStatus::Closed)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -154,6 +152,11 @@ mod tests {
             assert_eq!(from.apply(E::RefundRequested), Ok(S::Refunding));
         }
         assert_eq!(S::Refunding.apply(E::RefundSucceeded), Ok(S::Refunded));
+    }
+
+    #[test]
+    fn a_partially_refunded_order_can_be_refunded_further() {
+        assert_eq!(S::Refunded.apply(E::RefundRequested), Ok(S::Refunding));
     }
 
     #[test]

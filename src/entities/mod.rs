@@ -4,3 +4,4 @@ pub mod fulfilment_attempt;
 pub mod order;
 pub mod payment_event;
 pub mod product;
+pub mod refund;

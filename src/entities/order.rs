@@ -40,6 +40,13 @@ pub struct Model {
     pub delivered_at: Option<DateTime>,
     pub provider_reference: Option<String>,
     pub failure_reason: Option<String>,
+    /// Sum of the refunds opened (pending, submitted or done), in yuan.
+    pub refund_requested: Decimal,
+    /// Refunds opened so far: numbers the next `out_refund_no`, and versions concurrent requests.
+    pub refund_seq: i32,
+    /// The last active payment query (rate limit for `?refresh=true`).
+    pub last_queried_at: Option<DateTime>,
+    pub closed_at: Option<DateTime>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -64,13 +64,22 @@ struct Inner {
     settings: FulfilmentSettings,
     worker: String,
     tasks: TaskTracker,
+    on_failed: Option<FailureHook>,
 }
 
+/// Called with the order number after an order is marked `failed` (the automatic refund).
+pub type FailureHook = Arc<dyn Fn(String) + Send + Sync>;
+
 impl Fulfiller {
-    pub fn new(db: DatabaseConnection, provider: Arc<dyn TopUpProvider>, settings: FulfilmentSettings) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        provider: Arc<dyn TopUpProvider>,
+        settings: FulfilmentSettings,
+        on_failed: Option<FailureHook>,
+    ) -> Self {
         let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(10).map(char::from).collect();
         let worker = format!("w-{suffix}");
-        Fulfiller { inner: Arc::new(Inner { db, provider, settings, worker, tasks: TaskTracker::new() }) }
+        Fulfiller { inner: Arc::new(Inner { db, provider, settings, worker, tasks: TaskTracker::new(), on_failed }) }
     }
 
     /// This instance's name in `lease_owner`.
@@ -241,6 +250,9 @@ impl Fulfiller {
             return Ok(FulfilOutcome::NotClaimed);
         }
         tracing::error!(order_number = order.order_number, reason, "top-up failed for good");
+        if let Some(hook) = &self.inner.on_failed {
+            hook(order.order_number.clone());
+        }
         Ok(FulfilOutcome::Failed)
     }
 

@@ -2,33 +2,51 @@
 //! the same time and twice in a row: correctness comes from the claims it takes, not from being alone.
 
 pub mod compensate;
+pub mod reconcile;
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::AppState;
 
+fn fail<'a>(
+    var: &'static str,
+    cron: &'a str,
+) -> impl Fn(tokio_cron_scheduler::JobSchedulerError) -> SchedulerError + 'a {
+    move |source| SchedulerError { var, cron: cron.to_string(), source }
+}
+
 /// Why the scheduler could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: COMPENSATION_CRON {cron:?} is not a six-field cron (sec min hour day month weekday): {source}")]
+#[error("invalid configuration: {var} {cron:?} is not a six-field cron (sec min hour day month weekday): {source}")]
 pub struct SchedulerError {
+    var: &'static str,
     cron: String,
     source: tokio_cron_scheduler::JobSchedulerError,
 }
 
-/// Starts the cron jobs: the compensation sweep on `COMPENSATION_CRON`.
+/// Starts the cron jobs: the compensation sweep on `COMPENSATION_CRON`, reconciliation on
+/// `RECONCILE_CRON`.
 pub async fn start(state: &AppState) -> Result<JobScheduler, SchedulerError> {
-    let cron = state.settings.compensation_cron.clone();
-    let fail = |source| SchedulerError { cron: cron.clone(), source };
-    let scheduler = JobScheduler::new().await.map_err(fail)?;
+    let compensation = state.settings.compensation_cron.as_str();
+    let scheduler = JobScheduler::new().await.map_err(fail("COMPENSATION_CRON", compensation))?;
+
     let job_state = state.clone();
-    let job = Job::new_async(cron.as_str(), move |_id, _lock| {
+    let job = Job::new_async(compensation, move |_id, _lock| {
         let state = job_state.clone();
-        Box::pin(async move {
-            compensate::run_logged(&state).await;
-        })
+        Box::pin(async move { compensate::run_logged(&state).await })
     })
-    .map_err(fail)?;
-    scheduler.add(job).await.map_err(fail)?;
-    scheduler.start().await.map_err(fail)?;
+    .map_err(fail("COMPENSATION_CRON", compensation))?;
+    scheduler.add(job).await.map_err(fail("COMPENSATION_CRON", compensation))?;
+
+    let reconciliation = state.settings.lifecycle.reconcile_cron.as_str();
+    let job_state = state.clone();
+    let job = Job::new_async(reconciliation, move |_id, _lock| {
+        let state = job_state.clone();
+        Box::pin(async move { reconcile::run_logged(&state).await })
+    })
+    .map_err(fail("RECONCILE_CRON", reconciliation))?;
+    scheduler.add(job).await.map_err(fail("RECONCILE_CRON", reconciliation))?;
+
+    scheduler.start().await.map_err(fail("COMPENSATION_CRON", compensation))?;
     Ok(scheduler)
 }

@@ -5,14 +5,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiPath, ApiQuery};
+use chrono::NaiveDate;
+
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::orders::{page_params, utc, utc_opt, OrderResponse};
 use crate::app::AppState;
-use crate::domain::OrderStatus;
-use crate::entities::{fulfilment_attempt, order, payment_event};
+use crate::domain::{Money, OrderStatus};
+use crate::entities::{fulfilment_attempt, order, payment_event, refund};
 use crate::error::{from_db, ApiError, ErrorBody};
 use crate::jobs::compensate::{self, SweepReport};
+use crate::jobs::reconcile::{self, ReconcileReport};
 use crate::services::admin::{self, OrderFilter};
+use crate::services::reconciliation::day_report;
+use crate::services::refunds::{self, RefundSource};
 
 /// An operator: `Authorization: Bearer <ADMIN_TOKEN>`. Without a configured token the admin surface
 /// does not exist (404), so a forgotten token cannot leave it open.
@@ -61,6 +66,10 @@ pub struct AdminOrderResponse {
     pub delivered_at: Option<DateTime<Utc>>,
     pub provider_reference: Option<String>,
     pub failure_reason: Option<String>,
+    /// Yuan opened for refund so far (pending, submitted or done).
+    #[schema(example = "0.00")]
+    pub refund_requested: String,
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<order::Model> for AdminOrderResponse {
@@ -77,6 +86,8 @@ impl TryFrom<order::Model> for AdminOrderResponse {
             delivered_at: utc_opt(o.delivered_at),
             provider_reference: o.provider_reference.clone(),
             failure_reason: o.failure_reason.clone(),
+            refund_requested: Money::from_stored(o.refund_requested).to_string(),
+            closed_at: utc_opt(o.closed_at),
             order: o.try_into()?,
         })
     }
@@ -146,6 +157,7 @@ pub struct OrderHistoryResponse {
     pub order: AdminOrderResponse,
     pub payment_events: Vec<PaymentEventResponse>,
     pub attempts: Vec<AttemptResponse>,
+    pub refunds: Vec<RefundResponse>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -199,7 +211,7 @@ pub async fn list_orders(
     Ok(Json(AdminOrderPage { items, page, page_size, total }))
 }
 
-/// One order with its full history: payment deliveries and carrier calls.
+/// One order with its full history: payment deliveries, carrier calls and refunds.
 #[utoipa::path(get, path = "/admin/orders/{orderNumber}", tag = "admin", security(("admin" = [])),
     params(("orderNumber" = String, Path)),
     responses(
@@ -217,6 +229,7 @@ pub async fn get_order(
         order: history.order.try_into()?,
         payment_events: history.payment_events.into_iter().map(Into::into).collect(),
         attempts: history.attempts.into_iter().map(Into::into).collect(),
+        refunds: history.refunds.into_iter().map(Into::into).collect(),
     }))
 }
 
@@ -249,4 +262,191 @@ pub async fn retry_order(
     ))]
 pub async fn run_compensation(State(state): State<AppState>, _admin: Admin) -> Result<Json<SweepReport>, ApiError> {
     Ok(Json(compensate::run_once(&state).await.map_err(from_db)?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundOrderRequest {
+    /// Shown to the payer by WeChat (at most 80 characters are sent).
+    #[schema(example = "customer asked to cancel")]
+    pub reason: String,
+    /// Yuan; all that is left to refund when omitted.
+    #[schema(value_type = Option<String>, example = "5.00")]
+    pub amount: Option<rust_decimal::Decimal>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundResponse {
+    #[schema(example = "RORD1763900000000Ab3x01")]
+    pub out_refund_no: String,
+    #[schema(example = "12.00")]
+    pub amount: String,
+    pub reason: String,
+    /// `operator`, `auto_failed`, `auto_closed`.
+    pub source: String,
+    /// `pending`, `submitted`, `success`, `failed`.
+    pub status: String,
+    pub refund_id: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<refund::Model> for RefundResponse {
+    fn from(r: refund::Model) -> Self {
+        RefundResponse {
+            out_refund_no: r.out_refund_no,
+            amount: Money::from_stored(r.amount).to_string(),
+            reason: r.reason,
+            source: r.source,
+            status: r.status,
+            refund_id: r.refund_id,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            created_at: utc(r.created_at),
+            updated_at: utc(r.updated_at),
+        }
+    }
+}
+
+/// Refunds a paid order, whole or in part. The refund number is stored before WeChat is called and
+/// reused on every retry; the refunds of an order never add up to more than it paid.
+#[utoipa::path(post, path = "/admin/orders/{orderNumber}/refund", tag = "admin", security(("admin" = [])),
+    params(("orderNumber" = String, Path)),
+    request_body = RefundOrderRequest,
+    responses(
+        (status = 200, description = "The refund, as far as it got (`success` once WeChat confirms)", body = RefundResponse),
+        (status = 400, description = "`INVALID_REFUND_AMOUNT`: zero, sub-fen, or more than is left", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, refunded, closed) or `ORDER_CHANGED`", body = ErrorBody),
+        (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
+    ))]
+pub async fn refund_order(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(order_number): ApiPath<String>,
+    ApiJson(request): ApiJson<RefundOrderRequest>,
+) -> Result<Json<RefundResponse>, ApiError> {
+    let amount = match request.amount {
+        Some(yuan) => {
+            Some(Money::from_yuan(yuan).map_err(|e| ApiError::bad_request("INVALID_REFUND_AMOUNT", e.to_string()))?)
+        }
+        None => None,
+    };
+    let reason = request.reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::bad_request("INVALID_REQUEST", "reason is required"));
+    }
+    let refund = refunds::open_refund(&state.db, &order_number, amount, reason, RefundSource::Operator).await?;
+    let max = state.settings.lifecycle.refund_max_attempts;
+    // A WeChat failure here is not the caller's error: the refund is open and will be retried.
+    let refund = match refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
+        Ok(done) => done,
+        Err(error) => {
+            tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
+            refunds::refunds_of(&state.db, &order_number)
+                .await
+                .map_err(from_db)?
+                .into_iter()
+                .find(|r| r.id == refund.id)
+                .unwrap_or(refund)
+        }
+    };
+    Ok(Json(refund.into()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReconciliationQuery {
+    /// A day in UTC+8, `YYYY-MM-DD`; today (UTC+8) when omitted.
+    pub date: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MismatchResponse {
+    pub order_number: String,
+    pub status: String,
+    pub paid: String,
+    pub delivered: String,
+    pub refunded: String,
+    pub in_flight: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconciliationResponse {
+    #[schema(example = "2026-11-23")]
+    pub date: String,
+    pub paid_count: u64,
+    #[schema(example = "120.00")]
+    pub paid_total: String,
+    pub delivered_total: String,
+    pub refunded_total: String,
+    pub in_flight_total: String,
+    /// `true` when `paid = delivered + refunded + in flight` holds for every order.
+    pub balanced: bool,
+    pub mismatches: Vec<MismatchResponse>,
+}
+
+/// The books for one day (UTC+8): paid, delivered, refunded and in-flight totals, and every order that
+/// breaks `paid = delivered + refunded + in flight`.
+#[utoipa::path(get, path = "/admin/reconciliation", tag = "admin", security(("admin" = [])),
+    params(ReconciliationQuery),
+    responses(
+        (status = 200, description = "The day's totals and mismatches", body = ReconciliationResponse),
+        (status = 400, description = "`INVALID_REQUEST`: date is not YYYY-MM-DD", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+    ))]
+pub async fn reconciliation(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(query): ApiQuery<ReconciliationQuery>,
+) -> Result<Json<ReconciliationResponse>, ApiError> {
+    let date = match query.date.as_deref() {
+        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| ApiError::bad_request("INVALID_REQUEST", "date must be YYYY-MM-DD"))?,
+        None => (Utc::now() + chrono::Duration::hours(8)).date_naive(),
+    };
+    let report = day_report(&state.db, date).await.map_err(from_db)?;
+    Ok(Json(ReconciliationResponse {
+        date: report.date.to_string(),
+        paid_count: report.paid_count,
+        paid_total: report.paid_total.to_string(),
+        delivered_total: report.delivered_total.to_string(),
+        refunded_total: report.refunded_total.to_string(),
+        in_flight_total: report.in_flight_total.to_string(),
+        balanced: report.mismatches.is_empty(),
+        mismatches: report
+            .mismatches
+            .into_iter()
+            .map(|m| MismatchResponse {
+                order_number: m.order_number,
+                status: m.status,
+                paid: m.paid.to_string(),
+                delivered: m.delivered.to_string(),
+                refunded: m.refunded.to_string(),
+                in_flight: m.in_flight.to_string(),
+                reason: m.reason,
+            })
+            .collect(),
+    }))
+}
+
+/// Runs reconciliation now: lost callbacks, expiry, automatic refunds, open refunds.
+#[utoipa::path(post, path = "/jobs/reconcile", tag = "admin", security(("admin" = [])),
+    responses(
+        (status = 200, description = "What the pass did", body = ReconcileReport),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+    ))]
+pub async fn run_reconciliation(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<ReconcileReport>, ApiError> {
+    Ok(Json(reconcile::run_once(&state).await.map_err(from_db)?))
 }

@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::domain::{Money, OrderStatus, PhoneNumber};
 use crate::entities::order;
 use crate::error::{ApiError, ErrorBody};
+use crate::services::payments::{self, Confirmation};
 use crate::services::{orders, stored_status};
 
 const MAX_PAGE_SIZE: u64 = 100;
@@ -176,9 +177,17 @@ pub async fn list_orders(
     Ok(Json(OrderPage { items, page, page_size, total }))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetOrderQuery {
+    /// `true` right after `wx.requestPayment` succeeds: an unpaid order is first checked with WeChat
+    /// (at most once every few seconds per order), so the payment shows without waiting for the callback.
+    pub refresh: Option<bool>,
+}
+
 /// One of the caller's orders. Another user's order is reported as not found.
 #[utoipa::path(get, path = "/orders/{orderNumber}", tag = "orders", security(("openid" = [])),
-    params(("orderNumber" = String, Path, example = "ORD1763900000000Ab3x")),
+    params(("orderNumber" = String, Path, example = "ORD1763900000000Ab3x"), GetOrderQuery),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
@@ -188,7 +197,17 @@ pub async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(order_number): ApiPath<String>,
+    ApiQuery(query): ApiQuery<GetOrderQuery>,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    let order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
+    let mut order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
+    if query.refresh == Some(true) {
+        let interval = state.settings.lifecycle.refresh_interval;
+        match payments::refresh_payment(&state.db, &state.wechat, &order, interval).await? {
+            Some(Confirmation::Paid) => state.order_paid(&order.order_number),
+            Some(Confirmation::LatePayment(refund)) => state.refund_in_background(refund),
+            _ => {}
+        }
+        order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
+    }
     Ok(Json(order.try_into()?))
 }

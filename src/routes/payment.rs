@@ -11,7 +11,8 @@ use super::extract::{ApiJson, ApiPath};
 use super::identity::{client_ip, Caller, SOURCE_HEADER};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::services::payments::{self, CallbackDelivery, CallbackError, CallbackOutcome};
+use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome};
+use crate::services::refunds;
 use crate::wechat::PaymentParams;
 
 /// Headers kept with each callback for audit.
@@ -87,7 +88,9 @@ pub async fn create_payment(
     ApiJson(request): ApiJson<CreatePaymentRequest>,
 ) -> Result<Json<PaymentParamsResponse>, ApiError> {
     let ip = client_ip(&headers, state.settings.wechat.server_ip);
-    let params = payments::create_payment(&state.db, &state.wechat, &caller.openid, &request.order_number, ip).await?;
+    let expiry = state.settings.lifecycle.order_expiry;
+    let params =
+        payments::create_payment(&state.db, &state.wechat, &caller.openid, &request.order_number, ip, expiry).await?;
     Ok(Json(params.into()))
 }
 
@@ -151,20 +154,69 @@ pub async fn handle_payment_callback(
     };
     let delivery =
         CallbackDelivery { path_order_number: &order_number, headers: audited_headers(&headers), body: &body };
-    match payments::record_payment(&state.db, state.settings.wechat.mch_id.as_deref(), delivery).await {
+    let check = CallbackCheck {
+        mch_id: state.settings.wechat.mch_id.as_deref(),
+        verify: state.settings.lifecycle.callback_verify,
+    };
+    match payments::record_payment(&state.db, &state.wechat, &check, delivery).await {
         Ok(outcome) => {
-            if outcome == CallbackOutcome::Accepted {
-                state.order_paid(&order_number);
+            match outcome {
+                CallbackOutcome::Accepted => state.order_paid(&order_number),
+                CallbackOutcome::LatePayment(refund) => state.refund_in_background(refund),
+                _ => {}
             }
             acknowledge()
         }
-        Err(CallbackError::Malformed) => {
-            refuse(ApiError::bad_request("INVALID_JSON", "callback body is not a JSON object"))
+        Err(error) => callback_failure(&order_number, error),
+    }
+}
+
+/// The platform redelivers on anything but errcode 0: used for what another delivery can fix.
+fn callback_failure(order_number: &str, error: CallbackError) -> Response {
+    match error {
+        CallbackError::Malformed => refuse(ApiError::bad_request("INVALID_JSON", "callback body is not a JSON object")),
+        CallbackError::Unconfirmed(error) => {
+            tracing::error!(order_number, %error, "callback could not be confirmed; asking for redelivery");
+            refuse(ApiError::Wechat(error))
         }
-        Err(CallbackError::Database(error)) => {
-            tracing::error!(order_number, %error, "payment callback not recorded; asking for redelivery");
+        CallbackError::Database(error) => {
+            tracing::error!(order_number, %error, "callback not recorded; asking for redelivery");
             refuse(ApiError::Unavailable)
         }
+    }
+}
+
+/// The refund-result notification (its format is not documented: stored as received, then every open
+/// refund of the order is confirmed with `queryrefund` by `out_refund_no`).
+#[utoipa::path(post, path = "/payment/refund-callback/{orderNumber}", tag = "payment",
+    params(("orderNumber" = String, Path)),
+    request_body(content = Object, description = "The platform's refund notification, stored as received"),
+    responses(
+        (status = 200, description = "Stored and confirmed: errcode 0", body = CallbackAnswer),
+        (status = 400, description = "`INVALID_JSON`", body = CallbackAnswer),
+        (status = 401, description = "`UNTRUSTED_SOURCE`: production delivery without X-WX-SOURCE", body = CallbackAnswer),
+        (status = 502, description = "`WECHAT_ERROR`: queryrefund failed; the platform will redeliver", body = CallbackAnswer),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = CallbackAnswer),
+    ))]
+pub async fn handle_refund_callback(
+    State(state): State<AppState>,
+    ApiPath(order_number): ApiPath<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if state.settings.is_production() && !headers.contains_key(SOURCE_HEADER) {
+        tracing::warn!(order_number, "refund callback without X-WX-SOURCE refused");
+        return refuse(ApiError::UntrustedSource);
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return refuse(rejection.into()),
+    };
+    let delivery =
+        CallbackDelivery { path_order_number: &order_number, headers: audited_headers(&headers), body: &body };
+    match refunds::record_refund_notification(&state.db, &state.wechat, delivery).await {
+        Ok(()) => acknowledge(),
+        Err(error) => callback_failure(&order_number, error),
     }
 }
 

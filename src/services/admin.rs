@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFi
 use super::orders::{find_by_number, transition};
 use super::{stored_status, ServiceError};
 use crate::domain::{OrderEvent, OrderStatus};
-use crate::entities::{fulfilment_attempt, order, payment_event};
+use crate::entities::{fulfilment_attempt, order, payment_event, refund};
 
 /// Which orders an operator wants to see.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +48,7 @@ pub struct OrderHistory {
     pub order: order::Model,
     pub payment_events: Vec<payment_event::Model>,
     pub attempts: Vec<fulfilment_attempt::Model>,
+    pub refunds: Vec<refund::Model>,
 }
 
 pub async fn order_history(db: &impl ConnectionTrait, order_number: &str) -> Result<OrderHistory, ServiceError> {
@@ -62,7 +63,8 @@ pub async fn order_history(db: &impl ConnectionTrait, order_number: &str) -> Res
         .order_by_asc(fulfilment_attempt::Column::Id)
         .all(db)
         .await?;
-    Ok(OrderHistory { order, payment_events, attempts })
+    let refunds = super::refunds::refunds_of(db, order_number).await?;
+    Ok(OrderHistory { order, payment_events, attempts, refunds })
 }
 
 /// Makes a `failed` order due again with a fresh attempt budget. The carrier is still queried before

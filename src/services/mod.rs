@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod orders;
 pub mod payments;
+pub mod reconciliation;
+pub mod refunds;
 
 use crate::domain::OrderStatus;
 use crate::wechat::WechatError;
@@ -18,6 +20,14 @@ pub enum ServiceError {
     OrderNotPayable(OrderStatus),
     #[error("order is {0}")]
     OrderNotRetryable(OrderStatus),
+    #[error("order is {0}")]
+    OrderNotRefundable(OrderStatus),
+    /// The amount is zero or more than what is left to refund (carried).
+    #[error("at most {0} can be refunded")]
+    RefundAmount(crate::domain::Money),
+    /// The order changed between reading and writing; the caller may try again.
+    #[error("order changed meanwhile")]
+    OrderChanged,
     #[error(transparent)]
     Wechat(#[from] WechatError),
     #[error(transparent)]

@@ -4,6 +4,8 @@ use sea_orm::{
     QueryOrder, SqlErr,
 };
 
+use rust_decimal::Decimal;
+
 use super::ServiceError;
 use crate::domain::{now_utc, Money, OrderNumber, OrderStatus, PhoneNumber};
 use crate::entities::{order, product};
@@ -65,6 +67,10 @@ pub async fn place_order(
             delivered_at: Set(None),
             provider_reference: Set(None),
             failure_reason: Set(None),
+            refund_requested: Set(Decimal::ZERO),
+            refund_seq: Set(0),
+            last_queried_at: Set(None),
+            closed_at: Set(None),
             ..Default::default()
         };
         match order.insert(db).await {

@@ -3,8 +3,11 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::wire::{Container, Envelope, UnifiedOrderRequest, UnifiedOrderResponse};
-use super::{PaymentParams, Prepay, PrepayRequest, WechatError};
+use super::wire::{
+    self, Container, Empty, Envelope, OrderRef, QueryOrderResponse, RefundRef, RefundResponse, UnifiedOrderRequest,
+    UnifiedOrderResponse,
+};
+use super::{PaymentParams, PaymentStatus, Prepay, PrepayRequest, RefundRequest, RefundState, TradeState, WechatError};
 use crate::config::WechatSettings;
 
 /// `body` is at most 128 characters on the wire.
@@ -23,6 +26,7 @@ struct Target {
     env_id: String,
     callback_service: String,
     callback_path: String,
+    refund_callback_path: String,
 }
 
 /// The v2 status fields every `respdata` carries.
@@ -51,6 +55,7 @@ impl OpenApiClient {
             env_id: settings.env_id.clone().unwrap_or_default(),
             callback_service: settings.callback_service.clone().unwrap_or_default(),
             callback_path: settings.callback_path.clone(),
+            refund_callback_path: settings.refund_callback_path.clone(),
         };
         Ok(OpenApiClient { http, target: Arc::new(target) })
     }
@@ -101,6 +106,73 @@ impl OpenApiClient {
             }
             _ => Err(WechatError::MissingPrepay),
         }
+    }
+
+    pub async fn query_order(&self, order_number: &str) -> Result<PaymentStatus, WechatError> {
+        let body = OrderRef { out_trade_no: order_number, sub_mch_id: &self.target.mch_id };
+        let answer: QueryOrderResponse = match self.call("queryorder", order_number, &body).await {
+            Err(WechatError::Business { err_code, .. }) if err_code == "ORDERNOTEXIST" => {
+                return Ok(PaymentStatus {
+                    trade_state: TradeState::NotExist,
+                    total_fee: None,
+                    transaction_id: None,
+                    time_end: None,
+                })
+            }
+            other => other?,
+        };
+        let total_fee = match answer.total_fee {
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        Ok(PaymentStatus {
+            trade_state: TradeState::parse(answer.trade_state.as_deref().unwrap_or_default()),
+            total_fee,
+            transaction_id: answer.transaction_id.filter(|t| !t.is_empty()),
+            time_end: answer.time_end,
+        })
+    }
+
+    pub async fn close_order(&self, order_number: &str) -> Result<(), WechatError> {
+        let body = OrderRef { out_trade_no: order_number, sub_mch_id: &self.target.mch_id };
+        let _: Empty = self.call("closeorder", order_number, &body).await?;
+        Ok(())
+    }
+
+    pub async fn refund(&self, request: &RefundRequest) -> Result<Option<String>, WechatError> {
+        let body = wire::RefundRequest {
+            body: request.description.chars().take(MAX_BODY_CHARS).collect(),
+            out_trade_no: &request.order_number,
+            out_refund_no: &request.out_refund_no,
+            env_id: &self.target.env_id,
+            sub_mch_id: &self.target.mch_id,
+            total_fee: request.total.to_fen(),
+            refund_fee: request.refund.to_fen(),
+            refund_desc: request.reason.chars().take(80).collect(),
+            callback_type: 2,
+            container: Container {
+                service: &self.target.callback_service,
+                path: format!("{}/{}", self.target.refund_callback_path, request.order_number),
+            },
+        };
+        let answer: RefundResponse = self.call("refund", &request.order_number, &body).await?;
+        Ok(answer.refund_id.filter(|id| !id.is_empty()))
+    }
+
+    pub async fn query_refund(&self, out_refund_no: &str) -> Result<RefundState, WechatError> {
+        let body = RefundRef { out_refund_no, sub_mch_id: &self.target.mch_id };
+        let answer: serde_json::Map<String, serde_json::Value> =
+            match self.call("queryrefund", out_refund_no, &body).await {
+                Err(WechatError::Business { err_code, .. }) if err_code == "REFUNDNOTEXIST" => {
+                    return Ok(RefundState::NotFound)
+                }
+                other => other?,
+            };
+        refund_state(&answer, out_refund_no).ok_or_else(|| {
+            let keys: Vec<&String> = answer.keys().collect();
+            WechatError::Malformed(format!("queryrefund answer without a refund status; keys {keys:?}"))
+        })
     }
 
     /// POSTs one open-API call and checks the envelope and the v2 status fields.
@@ -162,6 +234,30 @@ impl OpenApiClient {
         }
         Ok((seqid, data.body))
     }
+}
+
+/// The v2 answer lists refunds as `refund_status_0`, `out_refund_no_0`, …; lists of objects have been
+/// seen through cloud hosting too. Both readings are accepted.
+fn refund_state(answer: &serde_json::Map<String, serde_json::Value>, out_refund_no: &str) -> Option<RefundState> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let count = answer.get("refund_count").and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok())).unwrap_or(1);
+    for i in 0..count.clamp(0, 50) {
+        let number = answer.get(&format!("out_refund_no_{i}")).and_then(text);
+        if number.as_deref().is_none_or(|n| n == out_refund_no) {
+            if let Some(state) = answer.get(&format!("refund_status_{i}")).and_then(text) {
+                return Some(RefundState::parse(&state));
+            }
+        }
+    }
+    for value in answer.values() {
+        for item in value.as_array().into_iter().flatten() {
+            let matches = item.get("out_refund_no").and_then(text).is_none_or(|n| n == out_refund_no);
+            if let (true, Some(state)) = (matches, item.get("refund_status").and_then(text)) {
+                return Some(RefundState::parse(&state));
+            }
+        }
+    }
+    answer.get("refund_status").and_then(text).map(|s| RefundState::parse(&s))
 }
 
 fn transport(error: reqwest::Error) -> WechatError {

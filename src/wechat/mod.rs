@@ -80,7 +80,7 @@ pub enum WechatPay {
 impl WechatPay {
     pub fn from_settings(settings: &WechatSettings) -> Result<Self, reqwest::Error> {
         if settings.sandbox {
-            Ok(WechatPay::Sandbox(Sandbox))
+            Ok(WechatPay::Sandbox(Sandbox::default()))
         } else {
             OpenApiClient::new(settings).map(WechatPay::OpenApi)
         }
@@ -91,6 +91,124 @@ impl WechatPay {
         match self {
             WechatPay::OpenApi(client) => client.unified_order(request).await,
             WechatPay::Sandbox(sandbox) => Ok(sandbox.unified_order(request)),
+        }
+    }
+}
+
+/// `trade_state` of a queried payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TradeState {
+    Success,
+    Refund,
+    NotPay,
+    Closed,
+    Revoked,
+    UserPaying,
+    PayError,
+    /// WeChat has no payment for this order number (`ORDERNOTEXIST`).
+    NotExist,
+    Other(String),
+}
+
+impl TradeState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "SUCCESS" => TradeState::Success,
+            "REFUND" => TradeState::Refund,
+            "NOTPAY" => TradeState::NotPay,
+            "CLOSED" => TradeState::Closed,
+            "REVOKED" => TradeState::Revoked,
+            "USERPAYING" => TradeState::UserPaying,
+            "PAYERROR" => TradeState::PayError,
+            other => TradeState::Other(other.to_string()),
+        }
+    }
+
+    /// The money arrived (`REFUND` means it arrived and some went back).
+    pub fn is_paid(&self) -> bool {
+        matches!(self, TradeState::Success | TradeState::Refund)
+    }
+}
+
+/// What `/_/pay/queryorder` says about an order's payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentStatus {
+    pub trade_state: TradeState,
+    /// In fen.
+    pub total_fee: Option<i64>,
+    pub transaction_id: Option<String>,
+    /// `yyyyMMddHHmmss`, Beijing time.
+    pub time_end: Option<String>,
+}
+
+/// A refund to ask WeChat for. `out_refund_no` is stored before the call and reused on every retry.
+#[derive(Clone, Debug)]
+pub struct RefundRequest {
+    pub order_number: String,
+    pub out_refund_no: String,
+    pub description: String,
+    pub total: Money,
+    pub refund: Money,
+    pub reason: String,
+}
+
+/// Where a refund stands at WeChat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundState {
+    Success,
+    Processing,
+    /// `CHANGE`: the money could not go back to the payer's account; needs a human.
+    Change,
+    /// `REFUNDCLOSE`.
+    Closed,
+    /// WeChat has no refund with this `out_refund_no`.
+    NotFound,
+    Other(String),
+}
+
+impl RefundState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "SUCCESS" => RefundState::Success,
+            "PROCESSING" => RefundState::Processing,
+            "CHANGE" => RefundState::Change,
+            "REFUNDCLOSE" => RefundState::Closed,
+            other => RefundState::Other(other.to_string()),
+        }
+    }
+}
+
+impl WechatPay {
+    /// `/_/pay/queryorder` by `out_trade_no`.
+    pub async fn query_order(&self, order_number: &str) -> Result<PaymentStatus, WechatError> {
+        match self {
+            WechatPay::OpenApi(client) => client.query_order(order_number).await,
+            WechatPay::Sandbox(sandbox) => Ok(sandbox.query_order(order_number)),
+        }
+    }
+
+    /// `/_/pay/closeorder`. WeChat refuses within 5 minutes of the prepay; callers wait that long.
+    pub async fn close_order(&self, order_number: &str) -> Result<(), WechatError> {
+        match self {
+            WechatPay::OpenApi(client) => client.close_order(order_number).await,
+            WechatPay::Sandbox(sandbox) => sandbox.close_order(order_number),
+        }
+    }
+
+    /// `/_/pay/refund`: asks for a (partial) refund; returns WeChat's refund id when it gives one.
+    pub async fn refund(&self, request: &RefundRequest) -> Result<Option<String>, WechatError> {
+        match self {
+            WechatPay::OpenApi(client) => client.refund(request).await,
+            WechatPay::Sandbox(sandbox) => sandbox.refund(request),
+        }
+    }
+
+    /// `/_/pay/queryrefund` by `out_refund_no` (querying by order number has been seen to answer empty
+    /// lists).
+    pub async fn query_refund(&self, out_refund_no: &str) -> Result<RefundState, WechatError> {
+        match self {
+            WechatPay::OpenApi(client) => client.query_refund(out_refund_no).await,
+            WechatPay::Sandbox(sandbox) => Ok(sandbox.query_refund(out_refund_no)),
         }
     }
 }

@@ -47,3 +47,46 @@ pub struct Payment {
     pub sign_type: Option<String>,
     pub pay_sign: Option<String>,
 }
+
+#[derive(Serialize)]
+pub struct OrderRef<'a> {
+    pub out_trade_no: &'a str,
+    pub sub_mch_id: &'a str,
+}
+
+#[derive(Deserialize)]
+pub struct QueryOrderResponse {
+    pub trade_state: Option<String>,
+    pub total_fee: Option<serde_json::Value>,
+    pub transaction_id: Option<String>,
+    pub time_end: Option<String>,
+}
+
+/// closeorder answers only the v2 status fields.
+#[derive(Deserialize)]
+pub struct Empty {}
+
+#[derive(Serialize)]
+pub struct RefundRequest<'a> {
+    pub body: String,
+    pub out_trade_no: &'a str,
+    pub out_refund_no: &'a str,
+    pub env_id: &'a str,
+    pub sub_mch_id: &'a str,
+    pub total_fee: i64,
+    pub refund_fee: i64,
+    pub refund_desc: String,
+    pub callback_type: u8,
+    pub container: Container<'a>,
+}
+
+#[derive(Deserialize)]
+pub struct RefundResponse {
+    pub refund_id: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct RefundRef<'a> {
+    pub out_refund_no: &'a str,
+    pub sub_mch_id: &'a str,
+}

@@ -24,7 +24,7 @@ async fn admin_endpoints_do_not_exist_without_a_token_and_refuse_a_wrong_one() {
 
 #[tokio::test]
 async fn operators_filter_orders_by_status_and_anomaly() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
     mount_submit(&app, ResponseTemplate::new(400).set_body_json(json!({"message": "barred number"})), 1).await;
     let failed = app.paid_order_in_db("+97688112233").await;
     app.state.fulfiller.fulfil_order(&failed).await.unwrap();
@@ -74,7 +74,7 @@ async fn one_order_shows_its_payment_events_and_carrier_attempts() {
 
 #[tokio::test]
 async fn retrying_a_failed_order_queries_first_and_delivers_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
     mount_submit(&app, ResponseTemplate::new(422).set_body_json(json!({"message": "carrier maintenance"})), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;
     app.state.fulfiller.fulfil_order(&number).await.unwrap();

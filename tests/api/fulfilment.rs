@@ -76,7 +76,8 @@ async fn the_callback_is_answered_before_the_carrier_finishes() {
 
 /// One claim against a carrier fault: the outcome, the order's state, and the attempt record.
 async fn fault(submit: ResponseTemplate) -> (crate::helpers::TestApp, String, FulfilOutcome) {
-    let app = spawn_app().await;
+    // Refunds of failed top-ups are covered in refunds.rs; here the failure itself is observed.
+    let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
     mount_submit(&app, submit, 1).await;
     mount_query(&app, delivered(), 0).await;
     let number = app.paid_order_in_db("+97688112233").await;
@@ -182,7 +183,7 @@ async fn a_pending_top_up_is_settled_by_query_without_a_second_submit() {
 
 #[tokio::test]
 async fn exhausted_retries_end_failed() {
-    let app = spawn_app_with(&[("FULFILMENT_MAX_ATTEMPTS", "2")]).await;
+    let app = spawn_app_with(&[("FULFILMENT_MAX_ATTEMPTS", "2"), ("AUTO_REFUND_ON_FAILURE", "false")]).await;
     mount_submit(&app, ResponseTemplate::new(500), 2).await;
     mount_query(&app, ResponseTemplate::new(404), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;

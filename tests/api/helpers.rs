@@ -88,6 +88,14 @@ async fn spawn_on(
     let production = settings.is_production();
     let application = Application::build(settings).await.expect("application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
+    // Callbacks are confirmed with queryorder: by default WeChat agrees that 12.00 yuan was paid.
+    // Tests about forged or unconfirmed callbacks mount their own answer, which takes precedence.
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryorder"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(query_order_answer("SUCCESS", 1200)))
+        .with_priority(10)
+        .mount(&wechat)
+        .await;
     let state = application.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(application.run_until(async move {
@@ -315,7 +323,7 @@ pub async fn assert_error(response: reqwest::Response, status: StatusCode, code:
 
 /// A payment status that means "paid at some point" (fulfilment may have moved it on).
 pub fn is_paid(status: &str) -> bool {
-    matches!(status, "paid" | "recharging" | "success" | "failed")
+    matches!(status, "paid" | "recharging" | "success" | "failed" | "refunding" | "refunded")
 }
 
 /// The carrier's answer for a top-up in `status`.
@@ -336,4 +344,68 @@ pub async fn mount_query(app: &TestApp, response: ResponseTemplate, times: u64) 
         .expect(times)
         .mount(&app.carrier)
         .await;
+}
+
+/// A queryorder answer with `trade_state` and `total_fee` (fen).
+pub fn query_order_answer(trade_state: &str, total_fee: i64) -> Value {
+    json!({"errcode": 0, "errmsg": "ok", "respdata": {
+        "return_code": "SUCCESS", "return_msg": "OK", "result_code": "SUCCESS", "sub_mch_id": MCH_ID,
+        "trade_state": trade_state, "trade_state_desc": "", "total_fee": total_fee, "cash_fee": total_fee,
+        "transaction_id": "4200004561202203217657282768", "time_end": "20220321132007", "trade_type": "JSAPI"}})
+}
+
+/// Mounts WeChat's answer for `endpoint` (`queryorder`, `closeorder`, `refund`, `queryrefund`), expected
+/// `times` times.
+pub async fn mount_wechat(app: &TestApp, endpoint: &str, body: Value, times: u64) {
+    Mock::given(method("POST"))
+        .and(path(format!("/_/pay/{endpoint}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .expect(times)
+        .mount(&app.wechat)
+        .await;
+}
+
+/// The books of the Beijing day on which `order_number` was paid, from the admin endpoint.
+pub async fn books_for(app: &TestApp, order_number: &str) -> Value {
+    let paid_at = app.order(order_number).await.paid_at.expect("order was paid");
+    let day = (paid_at + chrono::Duration::hours(8)).date();
+    let response = app.admin_get(&format!("/admin/reconciliation?date={day}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Asserts `paid = delivered + refunded + in flight` for the day of `order_number`.
+pub async fn assert_books_balance(app: &TestApp, order_number: &str) -> Value {
+    let books = books_for(app, order_number).await;
+    assert_eq!(books["balanced"], true, "{books}");
+    books
+}
+
+/// A queryrefund answer in the documented v2 shape (`refund_status_0`).
+pub fn query_refund_answer(out_refund_no: &str, status: &str) -> Value {
+    json!({"errcode": 0, "errmsg": "ok", "respdata": {
+        "return_code": "SUCCESS", "result_code": "SUCCESS", "refund_count": 1,
+        "out_refund_no_0": out_refund_no, "refund_id_0": "50000000000000000000000000", "refund_status_0": status}})
+}
+
+/// A refund accepted by WeChat.
+pub fn refund_accepted() -> Value {
+    json!({"errcode": 0, "errmsg": "ok", "respdata": {
+        "return_code": "SUCCESS", "result_code": "SUCCESS", "refund_id": "50000000000000000000000000"}})
+}
+
+/// An order with a prepay made `minutes_ago` (both its creation and the prepay are moved back).
+pub async fn order_with_prepay(app: &TestApp, minutes_ago: i64) -> String {
+    let number = app.place_order(OPENID).await;
+    let then = wxtopup::domain::now_utc() - chrono::Duration::minutes(minutes_ago);
+    app.set(
+        &number,
+        vec![
+            (order::Column::PrepayId, Expr::value("wx_prepay_test")),
+            (order::Column::PrepayAt, Expr::value(then)),
+            (order::Column::CreatedAt, Expr::value(then)),
+        ],
+    )
+    .await;
+    number
 }

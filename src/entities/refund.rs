@@ -1,0 +1,29 @@
+use sea_orm::entity::prelude::*;
+
+/// One refund of (part of) an order's payment. `out_refund_no` is fixed when the row is written, before
+/// WeChat is called, and reused on every retry.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "refunds")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub order_number: String,
+    #[sea_orm(unique)]
+    pub out_refund_no: String,
+    pub amount: Decimal,
+    pub reason: String,
+    /// `operator`, `auto_failed` (the top-up failed), `auto_closed` (paid after the order closed).
+    pub source: String,
+    /// `pending` (not accepted by WeChat yet), `submitted`, `success`, `failed`.
+    pub status: String,
+    pub refund_id: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,260 @@
+use futures::future::join;
+use reqwest::StatusCode;
+use sea_orm::sea_query::Expr;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+use wxtopup::domain::now_utc;
+use wxtopup::entities::order;
+use wxtopup::jobs::reconcile::run_once;
+
+use crate::helpers::{
+    assert_books_balance, assert_error, carrier_answer, mount_query, mount_submit, mount_wechat, order_with_prepay,
+    paid_notification, query_order_answer, query_refund_answer, refund_accepted, spawn_app, spawn_app_with, OPENID,
+};
+
+fn delivered() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(carrier_answer("success"))
+}
+
+#[tokio::test]
+async fn a_forged_callback_is_refused_after_asking_wechat() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 1).await;
+    mount_submit(&app, delivered(), 0).await;
+    let number = app.place_order(OPENID).await;
+    let response = app.deliver_callback(&number, &paid_notification(&number)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], 0, "redelivery would not change the answer");
+    let order = app.order(&number).await;
+    assert_eq!(order.status, "unpaid");
+    assert!(order.anomaly.as_deref().unwrap().contains("NotPay"), "{:?}", order.anomaly);
+    let events = app.events(&number).await;
+    assert_eq!(events[0].outcome, "anomaly");
+    assert!(events[0].detail.as_deref().unwrap().contains("forged"));
+}
+
+#[tokio::test]
+async fn a_callback_whose_amount_wechat_does_not_confirm_is_refused() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("SUCCESS", 1), 1).await;
+    let number = app.place_order(OPENID).await;
+    app.deliver_callback(&number, &paid_notification(&number)).await;
+    assert_eq!(app.order(&number).await.status, "unpaid");
+    assert!(app.order(&number).await.anomaly.is_some());
+}
+
+#[tokio::test]
+async fn a_failed_confirmation_asks_the_platform_to_redeliver_and_changes_nothing() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryorder"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+    mount_submit(&app, delivered(), 1).await;
+    let number = app.place_order(OPENID).await;
+    let response = app.deliver_callback(&number, &paid_notification(&number)).await;
+    let body: Value = response.json().await.unwrap();
+    assert_ne!(body["errcode"], 0);
+    assert_eq!(body["code"], "WECHAT_ERROR");
+    let order = app.order(&number).await;
+    assert_eq!((order.status.as_str(), order.anomaly.as_deref()), ("unpaid", None));
+    assert_eq!(app.events(&number).await[0].outcome, "unconfirmed");
+    // The redelivery, with WeChat answering again, goes through.
+    let response = app.deliver_callback(&number, &paid_notification(&number)).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], 0);
+    app.wait_for_status(&number, "success").await;
+}
+
+#[tokio::test]
+async fn with_verification_off_the_callback_alone_decides() {
+    let app = spawn_app_with(&[("CALLBACK_VERIFY", "false")]).await;
+    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 0).await;
+    let number = app.place_order(OPENID).await;
+    app.deliver_callback(&number, &paid_notification(&number)).await;
+    assert_ne!(app.order(&number).await.status, "unpaid");
+}
+
+#[tokio::test]
+async fn a_lost_callback_is_recovered_by_the_reconciliation_job() {
+    let app = spawn_app().await;
+    mount_submit(&app, delivered(), 1).await;
+    let number = order_with_prepay(&app, 2).await;
+    let report = run_once(&app.state).await.unwrap();
+    assert_eq!((report.queried, report.recovered), (1, 1));
+    let order = app.wait_for_status(&number, "success").await;
+    assert_eq!(order.transaction_id.as_deref(), Some("4200004561202203217657282768"));
+    assert_eq!(order.paid_at.unwrap().to_string(), "2022-03-21 05:20:07");
+    assert_books_balance(&app, &number).await;
+}
+
+#[tokio::test]
+async fn a_recent_prepay_is_not_queried_yet() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("SUCCESS", 1200), 0).await;
+    let number = order_with_prepay(&app, 0).await;
+    assert_eq!(run_once(&app.state).await.unwrap().queried, 0);
+    assert_eq!(app.order(&number).await.status, "unpaid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_callback_racing_the_job_makes_one_transition_and_one_top_up() {
+    let app = spawn_app().await;
+    mount_submit(&app, delivered(), 1).await;
+    mount_query(&app, delivered(), 0).await;
+    let number = order_with_prepay(&app, 2).await;
+    let notification = paid_notification(&number);
+    let (report, response) = join(run_once(&app.state), app.deliver_callback(&number, &notification)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let accepted_by_callback = app.events(&number).await.iter().filter(|e| e.outcome == "accepted").count() as u64;
+    assert_eq!(report.unwrap().recovered + accepted_by_callback, 1);
+    app.wait_for_status(&number, "success").await;
+    assert_eq!(app.attempts(&number).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_payment_still_open_keeps_waiting_and_a_closed_one_closes_the_order() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryorder"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(query_order_answer("USERPAYING", 1200)))
+        .up_to_n_times(1)
+        .mount(&app.wechat)
+        .await;
+    mount_wechat(&app, "queryorder", query_order_answer("CLOSED", 1200), 1).await;
+    let number = order_with_prepay(&app, 2).await;
+    run_once(&app.state).await.unwrap();
+    assert_eq!(app.order(&number).await.status, "unpaid");
+    let report = run_once(&app.state).await.unwrap();
+    assert_eq!(report.closed, 1);
+    assert_eq!(app.order(&number).await.status, "closed");
+}
+
+#[tokio::test]
+async fn an_expired_order_is_queried_then_closed_at_wechat_then_closed() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 1).await;
+    mount_wechat(
+        &app,
+        "closeorder",
+        json!({"errcode": 0, "errmsg": "ok", "respdata": {"return_code": "SUCCESS", "result_code": "SUCCESS"}}),
+        1,
+    )
+    .await;
+    let number = order_with_prepay(&app, 31).await;
+    let report = run_once(&app.state).await.unwrap();
+    assert_eq!(report.closed, 1);
+    let order = app.order(&number).await;
+    assert_eq!(order.status, "closed");
+    assert!(order.closed_at.is_some());
+    let response = app.post_as("/payment/create", OPENID, &json!({"orderNumber": number})).await;
+    assert_error(response, StatusCode::CONFLICT, "ORDER_NOT_PAYABLE").await;
+}
+
+#[tokio::test]
+async fn closeorder_waits_five_minutes_after_the_prepay() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 2).await;
+    mount_wechat(
+        &app,
+        "closeorder",
+        json!({"errcode": 0, "errmsg": "ok", "respdata": {"return_code": "SUCCESS", "result_code": "SUCCESS"}}),
+        1,
+    )
+    .await;
+    let number = order_with_prepay(&app, 40).await;
+    // The user tapped "pay" two minutes ago, long after ordering.
+    let recent = now_utc() - chrono::Duration::minutes(2);
+    app.set(&number, vec![(order::Column::PrepayAt, Expr::value(recent))]).await;
+    assert_eq!(run_once(&app.state).await.unwrap().closed, 0);
+    assert_eq!(app.order(&number).await.status, "unpaid");
+    let six_minutes = now_utc() - chrono::Duration::minutes(6);
+    app.set(&number, vec![(order::Column::PrepayAt, Expr::value(six_minutes))]).await;
+    assert_eq!(run_once(&app.state).await.unwrap().closed, 1);
+}
+
+#[tokio::test]
+async fn an_expired_order_never_sent_to_wechat_closes_without_calls() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .with_priority(1)
+        .expect(0)
+        .mount(&app.wechat)
+        .await;
+    let number = app.place_order(OPENID).await;
+    let long_ago = now_utc() - chrono::Duration::minutes(31);
+    app.set(&number, vec![(order::Column::CreatedAt, Expr::value(long_ago))]).await;
+    assert_eq!(run_once(&app.state).await.unwrap().closed, 1);
+    assert_eq!(app.order(&number).await.status, "closed");
+}
+
+#[tokio::test]
+async fn an_expired_order_cannot_get_a_new_prepay() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "unifiedOrder", json!({}), 0).await;
+    let number = app.place_order(OPENID).await;
+    let long_ago = now_utc() - chrono::Duration::minutes(31);
+    app.set(&number, vec![(order::Column::CreatedAt, Expr::value(long_ago))]).await;
+    let response = app.post_as("/payment/create", OPENID, &json!({"orderNumber": number})).await;
+    assert_error(response, StatusCode::CONFLICT, "ORDER_NOT_PAYABLE").await;
+}
+
+#[tokio::test]
+async fn a_payment_arriving_for_a_closed_order_is_refunded_automatically() {
+    let app = spawn_app().await;
+    mount_submit(&app, delivered(), 0).await;
+    let number = order_with_prepay(&app, 40).await;
+    app.set(&number, vec![(order::Column::Status, Expr::value("closed"))]).await;
+    let out_refund_no = format!("R{number}01");
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .and(wiremock::matchers::body_partial_json(json!({"out_trade_no": number, "out_refund_no": out_refund_no,
+            "total_fee": 1200, "refund_fee": 1200, "callback_type": 2,
+            "container": {"service": "pay", "path": format!("/payment/refund-callback/{number}")}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refund_accepted()))
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&out_refund_no, "SUCCESS"), 1).await;
+
+    let response = app.deliver_callback(&number, &paid_notification(&number)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let order = app.wait_for_status(&number, "refunded").await;
+    assert_eq!(order.transaction_id.as_deref(), Some("4200004561202203217657282768"));
+    assert_eq!(app.events(&number).await[0].outcome, "late_payment");
+    let books = assert_books_balance(&app, &number).await;
+    assert_eq!(books["refundedTotal"], "12.00");
+    assert_eq!(books["deliveredTotal"], "0.00");
+}
+
+#[tokio::test]
+async fn refresh_asks_wechat_at_most_once_per_interval() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("SUCCESS", 1200), 1).await;
+    mount_submit(&app, delivered(), 1).await;
+    let number = order_with_prepay(&app, 0).await;
+    let order: Value = app.get_as(&format!("/orders/{number}?refresh=true"), OPENID).await.json().await.unwrap();
+    assert_ne!(order["status"], "unpaid", "{order}");
+    let again = app.get_as(&format!("/orders/{number}?refresh=true"), OPENID).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    app.wait_for_status(&number, "success").await;
+}
+
+#[tokio::test]
+async fn refresh_is_rate_limited_while_unpaid_and_ignores_other_users() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 1).await;
+    let number = order_with_prepay(&app, 0).await;
+    for _ in 0..3 {
+        let order: Value = app.get_as(&format!("/orders/{number}?refresh=true"), OPENID).await.json().await.unwrap();
+        assert_eq!(order["status"], "unpaid");
+    }
+    let response = app.get_as(&format!("/orders/{number}?refresh=true"), crate::helpers::OTHER_OPENID).await;
+    assert_error(response, StatusCode::NOT_FOUND, "ORDER_NOT_FOUND").await;
+}

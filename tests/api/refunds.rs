@@ -1,0 +1,284 @@
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+use wxtopup::jobs::reconcile::run_once;
+
+use crate::helpers::{
+    assert_books_balance, assert_error, books_for, carrier_answer, mount_submit, mount_wechat, paid_notification,
+    query_refund_answer, refund_accepted, spawn_app, spawn_app_with, TestApp, ADMIN_TOKEN, OPENID,
+};
+
+/// An order paid by callback and delivered.
+async fn delivered_order(app: &TestApp) -> String {
+    mount_submit(app, ResponseTemplate::new(200).set_body_json(carrier_answer("success")), 1).await;
+    let number = app.place_order(OPENID).await;
+    app.deliver_callback(&number, &paid_notification(&number)).await;
+    app.wait_for_status(&number, "success").await;
+    number
+}
+
+async fn refund(app: &TestApp, number: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/admin/orders/{number}/refund")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn refund_requests(requests: &[wiremock::Request]) -> Vec<Value> {
+    requests
+        .iter()
+        .filter(|r| r.url.path() == "/_/pay/refund")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_operator_refunds_a_delivered_order_in_full() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    let out_refund_no = format!("R{number}01");
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&out_refund_no, "SUCCESS"), 1).await;
+
+    let response = refund(&app, &number, json!({"reason": "customer changed their mind"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["outRefundNo"], out_refund_no.as_str());
+    assert_eq!(body["amount"], "12.00");
+    assert_eq!(body["status"], "success");
+    assert_eq!(app.order(&number).await.status, "refunded");
+
+    let sent = refund_requests(&app.wechat.received_requests().await.unwrap());
+    assert_eq!(sent[0]["out_trade_no"], number.as_str());
+    assert_eq!(sent[0]["total_fee"], 1200);
+    assert_eq!(sent[0]["refund_fee"], 1200);
+    assert_eq!(sent[0]["sub_mch_id"], crate::helpers::MCH_ID);
+    assert!(sent[0].get("mch_id").is_none() && sent[0].get("sign").is_none());
+    let books = assert_books_balance(&app, &number).await;
+    assert_eq!((books["paidTotal"].as_str(), books["refundedTotal"].as_str()), (Some("12.00"), Some("12.00")));
+}
+
+#[tokio::test]
+async fn partial_refunds_never_add_up_to_more_than_was_paid() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refund_accepted()))
+        .expect(2)
+        .mount(&app.wechat)
+        .await;
+    // WeChat answers SUCCESS for whichever refund is asked about.
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryrefund"))
+        .respond_with(|request: &wiremock::Request| {
+            let asked: Value = serde_json::from_slice(&request.body).unwrap();
+            let no = asked["out_refund_no"].as_str().unwrap().to_string();
+            ResponseTemplate::new(200).set_body_json(query_refund_answer(&no, "SUCCESS"))
+        })
+        .mount(&app.wechat)
+        .await;
+
+    let first: Value =
+        refund(&app, &number, json!({"reason": "partial", "amount": "5.00"})).await.json().await.unwrap();
+    assert_eq!((first["amount"].as_str(), first["status"].as_str()), (Some("5.00"), Some("success")));
+    let too_much = refund(&app, &number, json!({"reason": "partial", "amount": "7.01"})).await;
+    assert_error(too_much, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
+    let sub_fen = refund(&app, &number, json!({"reason": "partial", "amount": "0.001"})).await;
+    assert_error(sub_fen, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
+    let rest: Value = refund(&app, &number, json!({"reason": "the rest"})).await.json().await.unwrap();
+    assert_eq!(
+        (rest["amount"].as_str(), rest["outRefundNo"].as_str()),
+        (Some("7.00"), Some(format!("R{number}02").as_str()))
+    );
+    let nothing_left = refund(&app, &number, json!({"reason": "again"})).await;
+    assert_error(nothing_left, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
+    let order = app.order(&number).await;
+    assert_eq!(order.status, "refunded");
+    assert_books_balance(&app, &number).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refund_requests_cannot_overdraw_the_payment() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refund_accepted()))
+        .mount(&app.wechat)
+        .await;
+    Mock::given(method("POST")).and(path("/_/pay/queryrefund")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"errcode": 0, "respdata": {"return_code": "SUCCESS", "result_code": "SUCCESS", "refund_status_0": "PROCESSING"}}))).mount(&app.wechat).await;
+    let attempts =
+        futures::future::join_all((0..10).map(|_| refund(&app, &number, json!({"reason": "race", "amount": "5.00"}))))
+            .await;
+    let accepted = attempts.iter().filter(|r| r.status() == StatusCode::OK).count();
+    assert!(accepted <= 2, "{accepted} refunds of 5.00 accepted for a 12.00 payment");
+    let order = app.order(&number).await;
+    let requested: rust_decimal::Decimal = order.refund_requested;
+    assert!(requested <= rust_decimal::Decimal::from(12), "{requested}");
+    assert_eq!(rust_decimal::Decimal::from(5 * accepted as i64), requested.round_dp(2));
+}
+
+#[tokio::test]
+async fn a_refund_retry_reuses_the_same_out_refund_no() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&format!("R{number}01"), "SUCCESS"), 1).await;
+
+    let first: Value = refund(&app, &number, json!({"reason": "retry me"})).await.json().await.unwrap();
+    assert_eq!(first["status"], "pending");
+    assert!(first["lastError"].as_str().unwrap().contains("503"));
+    let report = run_once(&app.state).await.unwrap();
+    assert_eq!(report.refunds_completed, 1);
+    let sent = refund_requests(&app.wechat.received_requests().await.unwrap());
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["out_refund_no"], sent[1]["out_refund_no"]);
+    assert_eq!(app.order(&number).await.status, "refunded");
+}
+
+#[tokio::test]
+async fn a_refund_wechat_keeps_refusing_ends_failed_and_shows_in_the_books() {
+    let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "2")]).await;
+    let number = delivered_order(&app).await;
+    let refused = json!({"errcode": 0, "errmsg": "ok", "respdata": {"return_code": "SUCCESS", "result_code": "FAIL",
+        "err_code": "NOTENOUGH", "err_code_des": "基本账户余额不足"}});
+    mount_wechat(&app, "refund", refused, 2).await;
+    let first: Value = refund(&app, &number, json!({"reason": "no money"})).await.json().await.unwrap();
+    assert_eq!(first["status"], "pending");
+    run_once(&app.state).await.unwrap();
+    let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
+    assert_eq!(history["refunds"][0]["status"], "failed");
+    assert!(history["refunds"][0]["lastError"].as_str().unwrap().contains("NOTENOUGH"));
+    let books = books_for(&app, &number).await;
+    assert_eq!(books["balanced"], false);
+    assert_eq!(books["mismatches"][0]["orderNumber"], number.as_str());
+    assert!(books["mismatches"][0]["reason"].as_str().unwrap().contains("refund failed"));
+}
+
+#[tokio::test]
+async fn a_failed_top_up_is_refunded_automatically() {
+    let app = spawn_app().await;
+    mount_submit(&app, ResponseTemplate::new(400).set_body_json(json!({"message": "number barred"})), 1).await;
+    let number = app.place_order(OPENID).await;
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&format!("R{number}01"), "SUCCESS"), 1).await;
+    app.deliver_callback(&number, &paid_notification(&number)).await;
+    app.wait_for_status(&number, "refunded").await;
+    let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
+    assert_eq!(history["refunds"][0]["source"], "auto_failed");
+    assert_books_balance(&app, &number).await;
+    // The sweep finds nothing more to refund.
+    assert_eq!(run_once(&app.state).await.unwrap().refunds_opened, 0);
+}
+
+#[tokio::test]
+async fn a_failed_top_up_left_unrefunded_is_a_mismatch_until_the_job_refunds_it() {
+    let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
+    mount_submit(&app, ResponseTemplate::new(400), 1).await;
+    let number = app.place_order(OPENID).await;
+    app.deliver_callback(&number, &paid_notification(&number)).await;
+    app.wait_for_status(&number, "failed").await;
+    let books = books_for(&app, &number).await;
+    assert_eq!(books["balanced"], false);
+    assert!(books["mismatches"][0]["reason"].as_str().unwrap().contains("not been refunded"));
+    assert_eq!(books["inFlightTotal"], "0.00");
+}
+
+#[tokio::test]
+async fn the_refund_notification_is_stored_and_confirmed_by_query() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    let out_refund_no = format!("R{number}01");
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryrefund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(query_refund_answer(&out_refund_no, "PROCESSING")))
+        .up_to_n_times(1)
+        .mount(&app.wechat)
+        .await;
+    // Later answers use the list shape also seen through cloud hosting.
+    let list = json!({"errcode": 0, "errmsg": "ok", "respdata": {"return_code": "SUCCESS", "result_code": "SUCCESS",
+        "refund_list": [{"out_refund_no": out_refund_no, "refund_status": "SUCCESS"}]}});
+    mount_wechat(&app, "queryrefund", list, 1).await;
+
+    let first: Value = refund(&app, &number, json!({"reason": "r"})).await.json().await.unwrap();
+    assert_eq!(first["status"], "submitted");
+    let notification = json!({"returnCode": "SUCCESS", "outTradeNo": number, "outRefundNo": out_refund_no,
+        "refundStatus": "SUCCESS", "refundFee": 1200});
+    let response = app
+        .client
+        .post(app.url(&format!("/payment/refund-callback/{number}")))
+        .header("X-WX-SOURCE", "wx_callback")
+        .json(&notification)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], 0);
+    assert_eq!(app.order(&number).await.status, "refunded");
+    let events = app.events(&number).await;
+    let stored = events.iter().find(|e| e.kind == "refund_callback").unwrap();
+    assert_eq!(stored.outcome, "confirmed");
+    assert!(stored.body.contains("refundStatus"));
+}
+
+#[tokio::test]
+async fn a_forged_refund_notification_changes_nothing_by_itself() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&format!("R{number}01"), "PROCESSING"), 2).await;
+    refund(&app, &number, json!({"reason": "r"})).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/payment/refund-callback/{number}")))
+        .header("X-WX-SOURCE", "x")
+        .json(&json!({"refundStatus": "SUCCESS"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.order(&number).await.status, "refunding", "only queryrefund may settle a refund");
+}
+
+#[tokio::test]
+async fn unpaid_and_in_delivery_orders_cannot_be_refunded() {
+    let app = spawn_app_with(&[("TOPUP_TIMEOUT_MS", "3000"), ("FULFILMENT_LEASE_SECONDS", "60")]).await;
+    mount_wechat(&app, "refund", refund_accepted(), 0).await;
+    let unpaid = app.place_order(OPENID).await;
+    assert_error(refund(&app, &unpaid, json!({"reason": "r"})).await, StatusCode::CONFLICT, "ORDER_NOT_REFUNDABLE")
+        .await;
+    let busy = app.paid_order_in_db("+97688112233").await;
+    app.set(&busy, vec![(wxtopup::entities::order::Column::Status, sea_orm::sea_query::Expr::value("recharging"))])
+        .await;
+    assert_error(refund(&app, &busy, json!({"reason": "r"})).await, StatusCode::CONFLICT, "ORDER_NOT_REFUNDABLE").await;
+    assert_error(
+        refund(&app, "ORD0000000000000zzzz", json!({"reason": "r"})).await,
+        StatusCode::NOT_FOUND,
+        "ORDER_NOT_FOUND",
+    )
+    .await;
+    assert_error(refund(&app, &busy, json!({"reason": " "})).await, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
+}
+
+#[tokio::test]
+async fn the_reconciliation_report_refuses_a_bad_date() {
+    let app = spawn_app().await;
+    let response = app.admin_get("/admin/reconciliation?date=2026-13-01").await;
+    assert_error(response, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
+    let today: Value = app.admin_get("/admin/reconciliation").await.json().await.unwrap();
+    assert_eq!(today["paidCount"], 0);
+    assert_eq!(today["balanced"], true);
+}
