@@ -8,10 +8,10 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::alerts::{AlertKind, Alerter};
 use crate::config::{redact_url, Settings};
 use crate::entities::refund;
 use crate::error::ApiError;
@@ -19,6 +19,7 @@ use crate::fulfilment::{provider_from_settings, FailureHook, Fulfiller};
 use crate::jobs;
 use crate::routes::{self, ApiDoc};
 use crate::services::refunds;
+use crate::telemetry;
 use crate::wechat::WechatPay;
 
 /// The platform refuses request bodies over 100 KiB; so does the service.
@@ -31,6 +32,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub wechat: WechatPay,
     pub fulfiller: Fulfiller,
+    pub alerter: Alerter,
 }
 
 impl AppState {
@@ -47,27 +49,57 @@ impl AppState {
         let state = self.clone();
         tokio::spawn(async move {
             let max = state.settings.lifecycle.refund_max_attempts;
-            if let Err(error) = refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
-                tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
+            match refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
+                Ok(done) => state.alert_if_refund_failed(&done),
+                Err(error) => {
+                    tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
+                }
             }
         });
     }
 }
 
-/// The automatic refund of a failed top-up, when `AUTO_REFUND_ON_FAILURE` is on.
-fn auto_refund_hook(db: &DatabaseConnection, wechat: &WechatPay, settings: &Settings) -> Option<FailureHook> {
-    if !settings.lifecycle.auto_refund_on_failure {
-        return None;
+impl AppState {
+    /// Raises the refund-failed alert when a refund ended `failed`.
+    pub fn alert_if_refund_failed(&self, refund: &refund::Model) {
+        if refund.status == refunds::status::FAILED {
+            let message = format!(
+                "refund {} of {} failed: {}",
+                refund.out_refund_no,
+                refund.amount,
+                refund.last_error.as_deref().unwrap_or("-")
+            );
+            self.alerter.raise(AlertKind::RefundFailed, &refund.order_number, &message);
+        }
     }
-    let (db, wechat, max) = (db.clone(), wechat.clone(), settings.lifecycle.refund_max_attempts);
-    Some(Arc::new(move |order_number: String| {
-        let (db, wechat) = (db.clone(), wechat.clone());
+}
+
+/// After a top-up fails for good: the alert, and the automatic refund when `AUTO_REFUND_ON_FAILURE` is on.
+fn failure_hook(db: &DatabaseConnection, wechat: &WechatPay, settings: &Settings, alerter: &Alerter) -> FailureHook {
+    let auto_refund = settings.lifecycle.auto_refund_on_failure;
+    let (db, wechat, alerter, max) =
+        (db.clone(), wechat.clone(), alerter.clone(), settings.lifecycle.refund_max_attempts);
+    Arc::new(move |order_number: &str, reason: &str| {
+        alerter.raise(AlertKind::TopUpFailed, order_number, reason);
+        if !auto_refund {
+            return;
+        }
+        let (db, wechat, alerter, order_number) =
+            (db.clone(), wechat.clone(), alerter.clone(), order_number.to_string());
         tokio::spawn(async move {
-            if let Err(error) = refunds::refund_failed_top_up(&db, &wechat, &order_number, max).await {
-                tracing::warn!(order_number, %error, "automatic refund not settled yet; reconciliation will retry");
+            match refunds::refund_failed_top_up(&db, &wechat, &order_number, max).await {
+                Ok(Some(refund)) if refund.status == refunds::status::FAILED => {
+                    let message =
+                        format!("refund {} failed: {}", refund.out_refund_no, refund.last_error.unwrap_or_default());
+                    alerter.raise(AlertKind::RefundFailed, &order_number, &message);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(order_number, %error, "automatic refund not settled yet; reconciliation will retry");
+                }
             }
         });
-    }))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,15 +129,21 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let db = connect(&settings.database_url).await?;
         Migrator::up(&db, None).await.map_err(StartError::Migration)?;
+        telemetry::metrics_handle();
         let wechat = WechatPay::from_settings(&settings.wechat)?;
         let provider = provider_from_settings(&settings.topup)?;
-        let on_failed = auto_refund_hook(&db, &wechat, &settings);
-        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone(), on_failed);
-        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller };
+        let alerter = Alerter::new(db.clone(), settings.alert_webhook_url.clone(), settings.alert_max_per_minute);
+        let on_failed = failure_hook(&db, &wechat, &settings, &alerter);
+        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone(), Some(on_failed));
+        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller, alerter };
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { port, source })?.port();
+        if let WechatPay::Sandbox(sandbox) = &state.wechat {
+            // The simulated platform calls back here, like the real one calls container.path.
+            sandbox.set_base(format!("http://127.0.0.1:{port}"));
+        }
         tracing::info!(
             port,
             env = ?state.settings.app_env,
@@ -197,6 +235,7 @@ fn sqlite_file(url: &str) -> Option<String> {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(routes::health::health))
+        .route("/metrics", get(routes::metrics::metrics))
         .route("/products", get(routes::products::list_products))
         .route("/orders", post(routes::orders::create_order).get(routes::orders::list_orders))
         .route("/orders/{order_number}", get(routes::orders::get_order))
@@ -208,8 +247,16 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/orders/{order_number}/retry", post(routes::admin::retry_order))
         .route("/admin/orders/{order_number}/refund", post(routes::admin::refund_order))
         .route("/admin/reconciliation", get(routes::admin::reconciliation))
+        .route("/admin/alerts", get(routes::admin::list_alerts))
+        .route("/admin/stats", get(routes::admin::get_stats))
         .route("/jobs/compensate", post(routes::admin::run_compensation))
         .route("/jobs/reconcile", post(routes::admin::run_reconciliation))
+        .route("/sandbox/orders/{order_number}/pay", post(routes::sandbox::pay_sandbox_order))
+        .route("/console", get(routes::console::index))
+        .route("/console/", get(routes::console::index))
+        .route("/console/app.js", get(routes::console::script))
+        .route("/console/style.css", get(routes::console::style))
+        .route("/console/config.json", get(routes::console::config))
         .with_state(state);
     Router::new()
         .merge(SwaggerUi::new("/api").url("/api/openapi.json", ApiDoc::openapi()))
@@ -217,7 +264,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .route_layer(axum::middleware::from_fn(telemetry::observe))
 }
 
 async fn shutdown_signal() {

@@ -33,6 +33,9 @@ pub struct Settings {
     pub compensation_cron: String,
     /// How long shutdown waits for in-flight top-ups before releasing their claims.
     pub shutdown_grace: Duration,
+    /// WeCom group robot webhook; its URL holds the robot key, so it is never logged.
+    pub alert_webhook_url: Option<String>,
+    pub alert_max_per_minute: u32,
 }
 
 /// Callbacks, reconciliation, expiry and refunds.
@@ -109,6 +112,8 @@ impl fmt::Debug for Settings {
             .field("scheduler_enabled", &self.scheduler_enabled)
             .field("compensation_cron", &self.compensation_cron)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("alert_webhook_url", &self.alert_webhook_url.as_ref().map(|_| "***"))
+            .field("alert_max_per_minute", &self.alert_max_per_minute)
             .finish()
     }
 }
@@ -321,6 +326,14 @@ impl Settings {
             scheduler_enabled: parse_bool("SCHEDULER_ENABLED", get("SCHEDULER_ENABLED"), true)?,
             compensation_cron: get("COMPENSATION_CRON").unwrap_or_else(|| "0 * * * * *".into()),
             shutdown_grace: Duration::from_secs(positive(&get, "SHUTDOWN_GRACE_SECONDS", 10)?),
+            alert_webhook_url: match get("ALERT_WEBHOOK_URL") {
+                Some(u) => {
+                    url::Url::parse(&u).map_err(|e| invalid("ALERT_WEBHOOK_URL", format!("is not a URL: {e}")))?;
+                    Some(u)
+                }
+                None => None,
+            },
+            alert_max_per_minute: positive(&get, "ALERT_MAX_PER_MINUTE", 20)? as u32,
         })
     }
 

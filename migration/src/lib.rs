@@ -6,6 +6,7 @@ mod columns;
 mod m20261123_000001_create_catalog_and_orders;
 mod m20261123_000002_add_fulfilment;
 mod m20261123_000003_add_refunds_and_reconciliation;
+mod m20261123_000004_create_alerts;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_catalog_and_orders::Migration),
             Box::new(m20261123_000002_add_fulfilment::Migration),
             Box::new(m20261123_000003_add_refunds_and_reconciliation::Migration),
+            Box::new(m20261123_000004_create_alerts::Migration),
         ]
     }
 }

@@ -10,4 +10,4 @@ pub use money::{Money, MoneyError};
 pub use order_number::OrderNumber;
 pub use order_status::{OrderEvent, OrderStatus, TransitionError};
 pub use phone::PhoneNumber;
-pub use time::{beijing_to_utc, now_utc};
+pub use time::{beijing_to_utc, beijing_today, now_utc};

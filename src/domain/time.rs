@@ -1,9 +1,14 @@
-use chrono::{Duration, NaiveDateTime, Timelike, Utc};
+use chrono::{Duration, NaiveDate, NaiveDateTime, Timelike, Utc};
 
 /// The current UTC time truncated to milliseconds, the precision every database here stores.
 pub fn now_utc() -> NaiveDateTime {
     let now = Utc::now().naive_utc();
     now.with_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(now)
+}
+
+/// Today's date in Beijing (UTC+8), the day the business and WeChat's bills count in.
+pub fn beijing_today() -> NaiveDate {
+    (Utc::now() + Duration::hours(8)).date_naive()
 }
 
 /// Parses WeChat's `yyyyMMddHHmmss` in Beijing time (UTC+8, no daylight saving) into UTC.

@@ -1,5 +1,6 @@
 //! sea-orm entities, one per table. Timestamps are naive UTC instants.
 
+pub mod alert;
 pub mod fulfilment_attempt;
 pub mod order;
 pub mod payment_event;

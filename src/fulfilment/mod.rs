@@ -67,8 +67,8 @@ struct Inner {
     on_failed: Option<FailureHook>,
 }
 
-/// Called with the order number after an order is marked `failed` (the automatic refund).
-pub type FailureHook = Arc<dyn Fn(String) + Send + Sync>;
+/// Called with the order number and the reason after an order is marked `failed` (alert, refund).
+pub type FailureHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 impl Fulfiller {
     pub fn new(
@@ -251,7 +251,7 @@ impl Fulfiller {
         }
         tracing::error!(order_number = order.order_number, reason, "top-up failed for good");
         if let Some(hook) = &self.inner.on_failed {
-            hook(order.order_number.clone());
+            hook(&order.order_number, reason);
         }
         Ok(FulfilOutcome::Failed)
     }
@@ -294,13 +294,18 @@ impl Fulfiller {
         (outcome, message): &(&str, Option<String>),
         started: Instant,
     ) -> Result<(), DbErr> {
+        let latency = started.elapsed();
+        tracing::info!(order_number, attempt, action, outcome, latency_ms = latency.as_millis() as u64, "carrier call");
+        let labels = [("action", action.to_string()), ("outcome", outcome.to_string())];
+        metrics::counter!("fulfilment_attempts_total", &labels).increment(1);
+        metrics::histogram!("carrier_call_duration_seconds", &labels[..1]).record(latency.as_secs_f64());
         fulfilment_attempt::ActiveModel {
             order_number: Set(order_number.to_string()),
             attempt: Set(attempt),
             action: Set(action.to_string()),
             outcome: Set(outcome.to_string()),
             message: Set(message.as_deref().map(truncate)),
-            latency_ms: Set(started.elapsed().as_millis() as i64),
+            latency_ms: Set(latency.as_millis() as i64),
             worker: Set(self.worker().to_string()),
             created_at: Set(now_utc()),
             ..Default::default()

@@ -74,6 +74,8 @@ pub async fn run_once(state: &AppState) -> Result<SweepReport, DbErr> {
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
+    metrics::counter!("job_runs_total", "job" => "compensate").increment(1);
+    metrics::histogram!("job_duration_seconds", "job" => "compensate").record(started.elapsed().as_secs_f64());
     Ok(report)
 }
 

@@ -9,11 +9,13 @@ use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySel
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::alerts::AlertKind;
 use crate::app::AppState;
-use crate::domain::{beijing_to_utc, now_utc, Money, OrderEvent, OrderStatus};
+use crate::domain::{beijing_to_utc, beijing_today, now_utc, Money, OrderEvent, OrderStatus};
 use crate::entities::order;
 use crate::services::orders::transition;
 use crate::services::payments::{confirm_payment, Confirmation};
+use crate::services::reconciliation::day_report;
 use crate::services::refunds::{self, status};
 use crate::wechat::{TradeState, WechatError};
 
@@ -34,14 +36,20 @@ pub struct ReconcileReport {
     pub refunds_opened: u64,
     /// Refunds that reached success in this pass.
     pub refunds_completed: u64,
+    /// Orders of today and yesterday (UTC+8) whose books do not balance (each alerted once).
+    pub mismatches: u64,
     pub errors: u64,
 }
 
 pub async fn run_once(state: &AppState) -> Result<ReconcileReport, DbErr> {
+    let started = std::time::Instant::now();
     let mut report = ReconcileReport::default();
     reconcile_unpaid(state, &mut report).await?;
     refund_failed_top_ups(state, &mut report).await?;
     drive_refunds(state, &mut report).await?;
+    check_books(state, &mut report).await?;
+    metrics::counter!("job_runs_total", "job" => "reconcile").increment(1);
+    metrics::histogram!("job_duration_seconds", "job" => "reconcile").record(started.elapsed().as_secs_f64());
     Ok(report)
 }
 
@@ -180,6 +188,7 @@ async fn refund_failed_top_ups(state: &AppState, report: &mut ReconcileReport) -
                 if refund.status == status::SUCCESS {
                     report.refunds_completed += 1;
                 }
+                state.alert_if_refund_failed(&refund);
             }
             Ok(None) => {}
             Err(error) => {
@@ -196,11 +205,28 @@ async fn drive_refunds(state: &AppState, report: &mut ReconcileReport) -> Result
     for refund in refunds::open_refunds(&state.db, state.settings.fulfilment.batch_size).await? {
         match refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
             Ok(done) if done.status == status::SUCCESS => report.refunds_completed += 1,
-            Ok(_) => {}
+            Ok(done) => state.alert_if_refund_failed(&done),
             Err(error) => {
                 tracing::warn!(out_refund_no = refund.out_refund_no, %error, "reconcile: refund not settled yet");
                 report.errors += 1;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Today's and yesterday's books (UTC+8): every order that does not balance is alerted, once.
+async fn check_books(state: &AppState, report: &mut ReconcileReport) -> Result<(), DbErr> {
+    let today = beijing_today();
+    for date in [today - Duration::days(1), today] {
+        for mismatch in day_report(&state.db, date).await?.mismatches {
+            // A refund or a top-up still settling is in flight, not a mismatch; what is left is real.
+            report.mismatches += 1;
+            let message = format!(
+                "{} (paid {}, delivered {}, refunded {}, in flight {})",
+                mismatch.reason, mismatch.paid, mismatch.delivered, mismatch.refunded, mismatch.in_flight
+            );
+            state.alerter.raise(AlertKind::ReconciliationMismatch, &mismatch.order_number, &message);
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::orders::{page_params, utc, utc_opt, OrderResponse};
 use crate::app::AppState;
-use crate::domain::{Money, OrderStatus};
+use crate::domain::{beijing_today, Money, OrderStatus};
 use crate::entities::{fulfilment_attempt, order, payment_event, refund};
 use crate::error::{from_db, ApiError, ErrorBody};
 use crate::jobs::compensate::{self, SweepReport};
@@ -44,7 +44,12 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn parse_day(d: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(d, "%Y-%m-%d")
+        .map_err(|_| ApiError::bad_request("INVALID_REQUEST", "dates must be YYYY-MM-DD"))
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -344,7 +349,10 @@ pub async fn refund_order(
     let max = state.settings.lifecycle.refund_max_attempts;
     // A WeChat failure here is not the caller's error: the refund is open and will be retried.
     let refund = match refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
-        Ok(done) => done,
+        Ok(done) => {
+            state.alert_if_refund_failed(&done);
+            done
+        }
         Err(error) => {
             tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
             refunds::refunds_of(&state.db, &order_number)
@@ -408,9 +416,8 @@ pub async fn reconciliation(
     ApiQuery(query): ApiQuery<ReconciliationQuery>,
 ) -> Result<Json<ReconciliationResponse>, ApiError> {
     let date = match query.date.as_deref() {
-        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .map_err(|_| ApiError::bad_request("INVALID_REQUEST", "date must be YYYY-MM-DD"))?,
-        None => (Utc::now() + chrono::Duration::hours(8)).date_naive(),
+        Some(d) => parse_day(d)?,
+        None => beijing_today(),
     };
     let report = day_report(&state.db, date).await.map_err(from_db)?;
     Ok(Json(ReconciliationResponse {
@@ -449,4 +456,147 @@ pub async fn run_reconciliation(
     _admin: Admin,
 ) -> Result<Json<ReconcileReport>, ApiError> {
     Ok(Json(reconcile::run_once(&state).await.map_err(from_db)?))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertResponse {
+    /// `anomaly`, `topup_failed`, `refund_failed`, `reconciliation_mismatch`.
+    pub kind: String,
+    pub order_number: String,
+    pub message: String,
+    /// `pending`, `sent`, `failed`, `rate_limited`, `disabled` (no ALERT_WEBHOOK_URL).
+    pub delivery: String,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertPage {
+    pub items: Vec<AlertResponse>,
+    pub page: u64,
+    pub page_size: u64,
+    pub total: u64,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub page: Option<u64>,
+    pub page_size: Option<u64>,
+}
+
+/// Alerts raised (one per order and kind), newest first, with how each was delivered.
+#[utoipa::path(get, path = "/admin/alerts", tag = "admin", security(("admin" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of alerts", body = AlertPage),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+    ))]
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<AlertPage>, ApiError> {
+    let (page, page_size) = page_params(query.page, query.page_size)?;
+    let (items, total) = admin::list_alerts(&state.db, page, page_size).await?;
+    let items = items
+        .into_iter()
+        .map(|a| AlertResponse {
+            kind: a.kind,
+            order_number: a.order_number,
+            message: a.message,
+            delivery: a.delivery,
+            created_at: utc(a.created_at),
+            sent_at: utc_opt(a.sent_at),
+        })
+        .collect();
+    Ok(Json(AlertPage { items, page, page_size, total }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// First day, `YYYY-MM-DD` (UTC+8); default: 6 days before `to`.
+    pub from: Option<String>,
+    /// Last day, inclusive; default: today (UTC+8).
+    pub to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsResponse {
+    pub from: String,
+    pub to: String,
+    pub placed: u64,
+    pub paid: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub refunded: u64,
+    /// paid ÷ placed, 0–1; null without orders.
+    pub payment_success_rate: Option<f64>,
+    /// delivered ÷ (delivered + failed), 0–1.
+    pub top_up_success_rate: Option<f64>,
+    #[schema(example = "120.00")]
+    pub paid_total: String,
+    pub delivered_total: String,
+    pub refunded_total: String,
+    /// Payment to delivery, milliseconds.
+    pub top_up_latency_p50_ms: Option<i64>,
+    pub top_up_latency_p90_ms: Option<i64>,
+    pub top_up_latency_p99_ms: Option<i64>,
+    /// 24 counts: orders placed per hour of the day, UTC+8.
+    pub orders_by_hour: Vec<u64>,
+}
+
+/// Orders placed, paid, delivered, failed and refunded over Beijing days, with rates, amounts, top-up
+/// latency percentiles and orders per hour of day.
+#[utoipa::path(get, path = "/admin/stats", tag = "admin", security(("admin" = [])),
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "Statistics for the range", body = StatsResponse),
+        (status = 400, description = "`INVALID_REQUEST`: bad dates, from after to, or more than 366 days", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+    ))]
+pub async fn get_stats(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(query): ApiQuery<StatsQuery>,
+) -> Result<Json<StatsResponse>, ApiError> {
+    let to = match query.to.as_deref() {
+        Some(d) => parse_day(d)?,
+        None => beijing_today(),
+    };
+    let from = match query.from.as_deref() {
+        Some(d) => parse_day(d)?,
+        None => to - chrono::Duration::days(6),
+    };
+    if from > to || (to - from).num_days() > 366 {
+        return Err(ApiError::bad_request(
+            "INVALID_REQUEST",
+            "from must not be after to, and the range at most 366 days",
+        ));
+    }
+    let s = crate::services::stats::stats(&state.db, from, to).await.map_err(from_db)?;
+    let latency = s.top_up_latency_ms;
+    Ok(Json(StatsResponse {
+        from: from.to_string(),
+        to: to.to_string(),
+        placed: s.placed,
+        paid: s.paid,
+        delivered: s.delivered,
+        failed: s.failed,
+        refunded: s.refunded,
+        payment_success_rate: s.payment_success_rate,
+        top_up_success_rate: s.top_up_success_rate,
+        paid_total: s.paid_total.to_string(),
+        delivered_total: s.delivered_total.to_string(),
+        refunded_total: s.refunded_total.to_string(),
+        top_up_latency_p50_ms: latency.map(|l| l[0]),
+        top_up_latency_p90_ms: latency.map(|l| l[1]),
+        top_up_latency_p99_ms: latency.map(|l| l[2]),
+        orders_by_hour: s.orders_by_hour.to_vec(),
+    }))
 }

@@ -1,12 +1,15 @@
 //! HTTP edges: extract, convert to domain types, call one service function, answer a DTO.
 
 pub mod admin;
+pub mod console;
 pub mod extract;
 pub mod health;
 pub mod identity;
+pub mod metrics;
 pub mod orders;
 pub mod payment;
 pub mod products;
+pub mod sandbox;
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -25,6 +28,7 @@ use crate::error::ErrorBody;
     ),
     paths(
         health::health,
+        metrics::metrics,
         products::list_products,
         orders::create_order,
         orders::list_orders,
@@ -39,6 +43,9 @@ use crate::error::ErrorBody;
         admin::reconciliation,
         admin::run_compensation,
         admin::run_reconciliation,
+        admin::list_alerts,
+        admin::get_stats,
+        sandbox::pay_sandbox_order,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon),
@@ -47,6 +54,7 @@ use crate::error::ErrorBody;
         (name = "payment", description = "WeChat Pay: prepay for the mini-program, callback from the platform"),
         (name = "catalog", description = "What is on sale"),
         (name = "admin", description = "Operators (bearer ADMIN_TOKEN; off when no token is set)"),
+        (name = "sandbox", description = "Only with PAYMENT_SANDBOX=true: play the user and the platform"),
         (name = "service", description = "Operations"),
     )
 )]

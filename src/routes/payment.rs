@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath};
 use super::identity::{client_ip, Caller, SOURCE_HEADER};
+use crate::alerts::AlertKind;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome};
@@ -146,6 +147,7 @@ pub async fn handle_payment_callback(
 ) -> Response {
     if state.settings.is_production() && !headers.contains_key(SOURCE_HEADER) {
         tracing::warn!(order_number, "payment callback without X-WX-SOURCE refused");
+        metrics::counter!("payment_callbacks_total", "outcome" => "refused").increment(1);
         return refuse(ApiError::UntrustedSource);
     }
     let body = match body {
@@ -163,6 +165,7 @@ pub async fn handle_payment_callback(
             match outcome {
                 CallbackOutcome::Accepted => state.order_paid(&order_number),
                 CallbackOutcome::LatePayment(refund) => state.refund_in_background(refund),
+                CallbackOutcome::Anomaly(detail) => state.alerter.raise(AlertKind::Anomaly, &order_number, &detail),
                 _ => {}
             }
             acknowledge()

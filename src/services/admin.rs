@@ -93,3 +93,14 @@ pub async fn retry_order(db: &impl ConnectionTrait, order_number: &str) -> Resul
     tracing::info!(order_number, "operator retry: order is due again");
     Ok(current)
 }
+
+pub async fn list_alerts(
+    db: &impl ConnectionTrait,
+    page: u64,
+    page_size: u64,
+) -> Result<(Vec<crate::entities::alert::Model>, u64), ServiceError> {
+    use crate::entities::alert;
+    let paginator = alert::Entity::find().order_by_desc(alert::Column::Id).paginate(db, page_size);
+    let total = paginator.num_items().await?;
+    Ok((paginator.fetch_page(page.saturating_sub(1)).await?, total))
+}

@@ -6,6 +6,7 @@ pub mod orders;
 pub mod payments;
 pub mod reconciliation;
 pub mod refunds;
+pub mod stats;
 
 use crate::domain::OrderStatus;
 use crate::wechat::WechatError;

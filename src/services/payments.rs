@@ -150,6 +150,7 @@ pub async fn record_payment(
         Err(error) => {
             tracing::warn!(order_number = delivery.path_order_number, %error, "malformed payment callback");
             set_event_outcome(db, event.id, "malformed", Some(error.to_string())).await?;
+            metrics::counter!("payment_callbacks_total", "outcome" => "malformed").increment(1);
             return Err(CallbackError::Malformed);
         }
     };
@@ -157,6 +158,7 @@ pub async fn record_payment(
         Ok(outcome) => outcome,
         Err(error) => {
             let label = if matches!(error, CallbackError::Unconfirmed(_)) { "unconfirmed" } else { "error" };
+            metrics::counter!("payment_callbacks_total", "outcome" => label).increment(1);
             // Best effort: the answer asks for redelivery either way.
             let _ = set_event_outcome(db, event.id, label, Some(error.to_string())).await;
             return Err(error);
@@ -179,6 +181,7 @@ pub async fn record_payment(
         _ => None,
     };
     set_event_outcome(db, event.id, outcome.label(), detail).await?;
+    metrics::counter!("payment_callbacks_total", "outcome" => outcome.label()).increment(1);
     tracing::info!(order_number = delivery.path_order_number, outcome = outcome.label(), "payment callback handled");
     Ok(outcome)
 }

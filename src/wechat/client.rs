@@ -184,7 +184,17 @@ impl OpenApiClient {
     ) -> Result<T, WechatError> {
         let started = Instant::now();
         let result = self.send(endpoint, body).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let latency = started.elapsed();
+        let latency_ms = latency.as_millis() as u64;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(WechatError::Timeout) => "timeout",
+            Err(WechatError::Unreachable(_) | WechatError::HttpStatus(_) | WechatError::EmptyBody) => "unavailable",
+            Err(WechatError::Malformed(_)) => "malformed",
+            Err(_) => "refused",
+        };
+        metrics::counter!("wechat_calls_total", "endpoint" => endpoint, "outcome" => outcome).increment(1);
+        metrics::histogram!("wechat_call_duration_seconds", "endpoint" => endpoint).record(latency.as_secs_f64());
         match &result {
             Ok((seqid, _)) => tracing::info!(
                 endpoint,

@@ -15,7 +15,7 @@ use crate::domain::{Money, OrderNumber};
 
 pub use client::OpenApiClient;
 pub use notification::{NotificationError, PaymentNotice};
-pub use sandbox::Sandbox;
+pub use sandbox::{Delivery, Sandbox, SandboxPayError, SandboxPayment, LATE_DELIVERY};
 
 /// What the service asks WeChat to prepay.
 #[derive(Clone, Debug)]
@@ -80,7 +80,11 @@ pub enum WechatPay {
 impl WechatPay {
     pub fn from_settings(settings: &WechatSettings) -> Result<Self, reqwest::Error> {
         if settings.sandbox {
-            Ok(WechatPay::Sandbox(Sandbox::default()))
+            Ok(WechatPay::Sandbox(Sandbox::new(
+                &settings.callback_path,
+                &settings.refund_callback_path,
+                settings.mch_id.as_deref(),
+            )))
         } else {
             OpenApiClient::new(settings).map(WechatPay::OpenApi)
         }

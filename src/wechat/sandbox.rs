@@ -1,7 +1,9 @@
 use rand::distr::Alphanumeric;
 use rand::Rng;
+use serde_json::json;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use super::{PaymentParams, PaymentStatus, Prepay, PrepayRequest, RefundRequest, RefundState, TradeState, WechatError};
 
@@ -9,9 +11,55 @@ use super::{PaymentParams, PaymentStatus, Prepay, PrepayRequest, RefundRequest, 
 /// (`paySign` starts with `SANDBOX`) that `wx.requestPayment` would refuse, and answers that agree with
 /// each other (a payment marked paid queries as SUCCESS, a refunded one as REFUND). State lives in this
 /// process only.
+///
+/// Like the platform, it delivers payment and refund results over HTTP to the service's own callback
+/// URLs (camelCase body, `X-WX-SOURCE` header), so the production code path runs.
 #[derive(Clone, Default)]
 pub struct Sandbox {
     state: Arc<Mutex<State>>,
+    callbacks: Arc<Callbacks>,
+}
+
+#[derive(Default)]
+struct Callbacks {
+    /// `http://127.0.0.1:<port>`, known once the listener is bound.
+    base: OnceLock<String>,
+    payment_path: String,
+    refund_path: String,
+    mch_id: String,
+    http: reqwest::Client,
+}
+
+/// How the simulated platform delivers a payment result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Once,
+    /// Twice at the same moment.
+    Twice,
+    /// After [`LATE_DELIVERY`], in the background.
+    Late,
+    /// Not at all: only reconciliation can find the payment.
+    Never,
+}
+
+/// How long a `Late` delivery waits.
+pub const LATE_DELIVERY: Duration = Duration::from_secs(5);
+
+/// What the simulated payment did.
+#[derive(Clone, Debug)]
+pub struct SandboxPayment {
+    pub transaction_id: String,
+    /// The HTTP status and `errcode` of each delivery made before returning.
+    pub answers: Vec<(u16, Option<i64>)>,
+}
+
+/// Why the simulated user could not pay.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxPayError {
+    #[error("the order has no prepay in the sandbox; call POST /payment/create first")]
+    NoPrepay,
+    #[error("the sandbox payment for this order was closed")]
+    Closed,
 }
 
 #[derive(Default)]
@@ -33,6 +81,90 @@ fn random(n: usize) -> String {
 }
 
 impl Sandbox {
+    pub fn new(payment_path: &str, refund_path: &str, mch_id: Option<&str>) -> Self {
+        Sandbox {
+            state: Arc::default(),
+            callbacks: Arc::new(Callbacks {
+                base: OnceLock::new(),
+                payment_path: payment_path.to_string(),
+                refund_path: refund_path.to_string(),
+                mch_id: mch_id.unwrap_or("1900000000").to_string(),
+                http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Where the service listens, for delivering callbacks to it.
+    pub fn set_base(&self, base: String) {
+        let _ = self.callbacks.base.set(base);
+    }
+
+    /// Plays the user paying and the platform calling back.
+    pub async fn pay(
+        &self,
+        order_number: &str,
+        openid: &str,
+        delivery: Delivery,
+        wrong_amount: bool,
+    ) -> Result<SandboxPayment, SandboxPayError> {
+        let known = self.state().payments.get(order_number).map(|p| p.state.clone());
+        match known {
+            None => return Err(SandboxPayError::NoPrepay),
+            Some(TradeState::Closed) => return Err(SandboxPayError::Closed),
+            Some(_) => {}
+        }
+        let (transaction_id, time_end, fen) = self.mark_paid(order_number).ok_or(SandboxPayError::Closed)?;
+        let fee = if wrong_amount { fen - 1 } else { fen };
+        let body = json!({
+            "returnCode": "SUCCESS", "appid": "wxsandbox0000000000", "mchId": "1800780001",
+            "subAppid": "wxsandbox0000000000", "subMchId": self.callbacks.mch_id, "nonceStr": random(16),
+            "resultCode": "SUCCESS", "openid": "oSandboxProvider000000000000", "isSubscribe": "N",
+            "subOpenid": openid, "subIsSubscribe": "N", "tradeType": "JSAPI", "bankType": "OTHERS",
+            "totalFee": fee, "feeType": "CNY", "cashFee": fee, "transactionId": transaction_id,
+            "outTradeNo": order_number, "timeEnd": time_end,
+        });
+        let path = format!("{}/{order_number}", self.callbacks.payment_path);
+        let answers = match delivery {
+            Delivery::Never => vec![],
+            Delivery::Once => vec![self.deliver(&path, &body).await],
+            Delivery::Twice => {
+                let (a, b) = tokio::join!(self.deliver(&path, &body), self.deliver(&path, &body));
+                vec![a, b]
+            }
+            Delivery::Late => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LATE_DELIVERY).await;
+                    this.deliver(&path, &body).await;
+                });
+                vec![]
+            }
+        };
+        Ok(SandboxPayment { transaction_id, answers })
+    }
+
+    /// POSTs a result to the service the way the platform does.
+    async fn deliver(&self, path: &str, body: &serde_json::Value) -> (u16, Option<i64>) {
+        let Some(base) = self.callbacks.base.get() else {
+            tracing::warn!(path, "sandbox: service address unknown; callback not delivered");
+            return (0, None);
+        };
+        let sent =
+            self.callbacks.http.post(format!("{base}{path}")).header("X-WX-SOURCE", "sandbox").json(body).send().await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let errcode = response.json::<serde_json::Value>().await.ok().and_then(|v| v["errcode"].as_i64());
+                tracing::info!(path, status, ?errcode, "sandbox: callback delivered");
+                (status, errcode)
+            }
+            Err(error) => {
+                tracing::warn!(path, error = %error.without_url(), "sandbox: callback not delivered");
+                (0, None)
+            }
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated; keep serving.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -126,8 +258,28 @@ impl Sandbox {
             return Err(business("INVALID_REQUEST", "退款金额大于支付金额"));
         }
         payment.state = TradeState::Refund;
+        let total_fee = payment.total_fee;
         state.refunds.insert(request.out_refund_no.clone(), (request.order_number.clone(), request.refund.to_fen()));
-        Ok(Some(format!("sandbox_refund_{}", request.out_refund_no)))
+        drop(state);
+        let refund_id = format!("sandbox_refund_{}", request.out_refund_no);
+        // The platform reports the result a moment later, to the refund request's container.path.
+        let body = json!({
+            "returnCode": "SUCCESS", "outTradeNo": request.order_number, "outRefundNo": request.out_refund_no,
+            "refundId": refund_id, "totalFee": total_fee, "refundFee": request.refund.to_fen(),
+            "settlementRefundFee": request.refund.to_fen(), "refundStatus": "SUCCESS",
+            "successTime": (chrono::Utc::now() + chrono::Duration::hours(8)).format("%Y-%m-%d %H:%M:%S").to_string(),
+            "refundRecvAccout": "支付用户零钱", "refundAccount": "REFUND_SOURCE_UNSETTLED_FUNDS",
+            "refundRequestSource": "API",
+        });
+        if self.callbacks.base.get().is_some() {
+            let this = self.clone();
+            let path = format!("{}/{}", self.callbacks.refund_path, request.order_number);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                this.deliver(&path, &body).await;
+            });
+        }
+        Ok(Some(refund_id))
     }
 
     pub fn query_refund(&self, out_refund_no: &str) -> RefundState {

@@ -1,0 +1,1034 @@
+// wxtopup console: a buyer view (place, pay in the sandbox, follow an order) and an operator view
+// (orders, history, retry, refund, reconciliation). Plain DOM, no dependencies.
+(function () {
+  'use strict';
+
+  // ---------------------------------------------------------------------------------------------
+  // Constants
+
+  const POLL_MS = 1000;
+  /** A failed order is watched this long for the automatic refund before polling stops. */
+  const FAILED_GRACE_MS = 15000;
+  /** Polling pauses when nothing has changed for this long (e.g. a carrier that stays pending). */
+  const IDLE_LIMIT_MS = 180000;
+  const MAX_POLL_ERRORS = 5;
+  const PHONE_RE = /^\+?[0-9]{6,15}$/;
+  const STORE = {
+    buyer: 'wxtopup.console.buyerId',
+    token: 'wxtopup.console.adminToken',
+  };
+
+  const ROUTES = {
+    success: ['unpaid', 'paid', 'recharging', 'success'],
+    failed: ['unpaid', 'paid', 'recharging', 'failed', 'refunding', 'refunded'],
+    refundedAfterSuccess: ['unpaid', 'paid', 'recharging', 'success', 'refunding', 'refunded'],
+    closed: ['unpaid', 'closed'],
+    latePayment: ['unpaid', 'closed', 'refunding', 'refunded'],
+    refundUnknown: ['unpaid', 'paid', 'refunding', 'refunded'],
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // Small helpers
+
+  const $ = (id) => document.getElementById(id);
+
+  /** Creates an element. Strings become text nodes, never HTML. */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    if (attrs) {
+      for (const [key, value] of Object.entries(attrs)) {
+        if (value === undefined || value === null || value === false) continue;
+        if (key === 'class') el.className = value;
+        else if (key === 'text') el.textContent = value;
+        else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+        else if (key === 'dataset') Object.assign(el.dataset, value);
+        else el.setAttribute(key, value === true ? '' : String(value));
+      }
+    }
+    append(el, children);
+    return el;
+  }
+
+  function append(el, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === undefined || child === null || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  function clear(el) {
+    while (el.firstChild) el.removeChild(el.firstChild);
+    return el;
+  }
+
+  /** Scrolls a section into view (on narrow screens, where it sits below what was clicked). */
+  function reveal(el) {
+    const smooth = !window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+    el.scrollIntoView({ behavior: smooth ? 'smooth' : 'auto', block: 'start' });
+  }
+
+  function storageGet(key) {
+    try { return window.localStorage.getItem(key); } catch (e) { return null; }
+  }
+
+  function storageSet(key, value) {
+    try {
+      if (value === null) window.localStorage.removeItem(key);
+      else window.localStorage.setItem(key, value);
+    } catch (e) { /* private mode: keep it in memory only */ }
+  }
+
+  const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+    year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  });
+  const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  const preciseFormat = new Intl.DateTimeFormat(undefined, {
+    year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+    fractionalSecondDigits: 3,
+  });
+
+  function parseTime(iso) {
+    if (!iso) return null;
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? null : d;
+  }
+
+  /** A <time> element in local time, with the original UTC value as its tooltip. */
+  function timeEl(iso, format) {
+    const d = parseTime(iso);
+    if (!d) return h('span', { class: 'muted', text: '—' });
+    return h('time', { datetime: iso, title: iso, text: (format || dateTimeFormat).format(d) });
+  }
+
+  function yuan(amount) {
+    return '¥' + amount;
+  }
+
+  function fen(amount) {
+    const n = Number(amount);
+    return Number.isFinite(n) ? Math.round(n * 100) : 0;
+  }
+
+  function statusBadge(status, attrs) {
+    return h('span', Object.assign({ class: 'status s-' + status, text: status }, attrs || {}));
+  }
+
+  function isRefundable(order) {
+    const left = fen(order.amount) - fen(order.refundRequested);
+    if (order.status === 'paid' || order.status === 'success' || order.status === 'failed') return left > 0;
+    return order.status === 'refunded' && left > 0;
+  }
+
+  function remaining(order) {
+    return ((fen(order.amount) - fen(order.refundRequested)) / 100).toFixed(2);
+  }
+
+  class ApiError extends Error {
+    constructor(code, message, status) {
+      super(message);
+      this.code = code;
+      this.status = status || 0;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // State
+
+  const state = {
+    config: { development: false, sandbox: false, adminToken: null },
+    products: [],
+    selectedProduct: null,
+    current: null, // { order, seen: [{status, at}] }
+    poll: { token: 0, timer: null },
+    admin: { page: 1, pageSize: 50, total: 0, selected: null, detailTimer: null, loaded: false },
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // API
+
+  function buyerId() {
+    return ($('buyer-id').value || '').trim() || 'console-buyer';
+  }
+
+  function adminToken() {
+    return state.config.adminToken || storageGet(STORE.token) || '';
+  }
+
+  async function api(path, options) {
+    const opts = options || {};
+    const headers = { accept: 'application/json' };
+    if (opts.as === 'buyer') headers['X-Mock-Openid'] = buyerId();
+    if (opts.as === 'admin') {
+      const token = adminToken();
+      if (!token) {
+        showTokenBox(true);
+        throw new ApiError('NO_TOKEN', 'Enter the admin token first.');
+      }
+      headers.authorization = 'Bearer ' + token;
+    }
+    const init = { method: opts.method || 'GET', headers, cache: 'no-store' };
+    if (opts.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(opts.body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (e) {
+      throw new ApiError('NETWORK', 'Cannot reach the service (' + (e && e.message ? e.message : 'network error') + ').');
+    }
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = null; }
+    }
+    if (!response.ok) {
+      const message = data && typeof data.message === 'string' ? data.message : 'HTTP ' + response.status;
+      const code = data && typeof data.code === 'string' ? data.code : 'HTTP_' + response.status;
+      if (opts.as === 'admin' && response.status === 401) {
+        showTokenBox(true);
+        throw new ApiError(code, 'The admin token was refused: ' + message, 401);
+      }
+      throw new ApiError(code, message, response.status);
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Notices
+
+  let noticeTimer = null;
+
+  function notify(message, kind) {
+    const box = $('notice');
+    $('notice-text').textContent = message;
+    box.classList.toggle('ok', kind === 'ok');
+    box.hidden = false;
+    clearTimeout(noticeTimer);
+    if (kind === 'ok') noticeTimer = setTimeout(() => { box.hidden = true; }, 4000);
+  }
+
+  function fail(error) {
+    notify(error && error.message ? error.message : String(error), 'error');
+  }
+
+  function clearNotice() {
+    $('notice').hidden = true;
+  }
+
+  /** Runs an async action with its button disabled, reporting any error. */
+  async function busy(button, action) {
+    if (button) button.disabled = true;
+    try {
+      return await action();
+    } catch (e) {
+      fail(e);
+      return undefined;
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Tabs
+
+  function showView(view) {
+    const name = view === 'operator' ? 'operator' : 'buyer';
+    for (const tab of document.querySelectorAll('.tab')) {
+      tab.setAttribute('aria-selected', String(tab.dataset.view === name));
+    }
+    $('view-buyer').hidden = name !== 'buyer';
+    $('view-operator').hidden = name !== 'operator';
+    if (location.hash !== '#' + name) history.replaceState(null, '', '#' + name);
+    if (name === 'operator' && !state.admin.loaded) {
+      state.admin.loaded = true;
+      refreshOperator();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Buyer: products and ordering
+
+  async function loadProducts() {
+    const box = $('products');
+    try {
+      state.products = await api('/products');
+    } catch (e) {
+      clear(box).append(h('p', { class: 'muted', text: 'Products could not be loaded: ' + e.message }));
+      return;
+    }
+    if (!state.selectedProduct && state.products.length) state.selectedProduct = state.products[0].id;
+    renderProducts();
+  }
+
+  function renderProducts() {
+    const box = clear($('products'));
+    if (!state.products.length) {
+      box.append(h('p', { class: 'muted', text: 'Nothing is on sale.' }));
+      return;
+    }
+    for (const p of state.products) {
+      const selected = p.id === state.selectedProduct;
+      box.append(h('button', {
+        type: 'button',
+        class: 'product',
+        role: 'radio',
+        'aria-checked': String(selected),
+        'data-testid': 'product-card',
+        'data-product-id': p.id,
+        onclick: () => { state.selectedProduct = p.id; renderProducts(); },
+      },
+      h('span', { class: 'product-carrier', text: p.carrier }),
+      h('span', { class: 'product-name', text: p.name }),
+      h('span', { class: 'product-desc', text: p.description }),
+      h('span', { class: 'product-price', text: yuan(p.price) })));
+    }
+  }
+
+  async function placeOrder(event) {
+    event.preventDefault();
+    clearNotice();
+    const phoneInput = $('phone');
+    const phone = phoneInput.value.replace(/[\s-]/g, '');
+    if (!PHONE_RE.test(phone)) {
+      phoneInput.setAttribute('aria-invalid', 'true');
+      phoneInput.focus();
+      notify('Enter a phone number: an optional + and 6 to 15 digits.', 'error');
+      return;
+    }
+    phoneInput.removeAttribute('aria-invalid');
+    if (!state.selectedProduct) {
+      notify('Choose a product first.', 'error');
+      return;
+    }
+    await busy($('place-order'), async () => {
+      const order = await api('/orders', {
+        method: 'POST', as: 'buyer', body: { productId: state.selectedProduct, phoneNumber: phone },
+      });
+      setCurrent(order);
+      $('pay-result').hidden = true;
+      if (window.matchMedia('(max-width: 899px)').matches) reveal($('current-card'));
+      loadMyOrders();
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Buyer: the current order
+
+  function setCurrent(order) {
+    stopPolling();
+    setPollNote('');
+    state.current = { order, seen: [{ status: order.status, at: new Date() }] };
+    renderCurrent();
+    highlightMyOrder();
+  }
+
+  function observe(order) {
+    const cur = state.current;
+    if (!cur || cur.order.orderNumber !== order.orderNumber) return false;
+    const changed = cur.order.status !== order.status;
+    cur.order = order;
+    const last = cur.seen[cur.seen.length - 1];
+    if (!last || last.status !== order.status) cur.seen.push({ status: order.status, at: new Date() });
+    return changed;
+  }
+
+  /** The statuses this order went (or goes) through, from what was seen here. */
+  function routeOf(current) {
+    const status = current.order.status;
+    const seen = current.seen.map((s) => s.status);
+    const has = (s) => seen.includes(s);
+    if (status === 'closed') return ROUTES.closed;
+    if (status === 'failed') return ROUTES.failed;
+    if (status === 'success' || status === 'unpaid' || status === 'paid' || status === 'recharging') {
+      return ROUTES.success;
+    }
+    // refunding / refunded
+    if (has('failed')) return ROUTES.failed;
+    if (has('closed')) return ROUTES.latePayment;
+    if (has('success')) return ROUTES.refundedAfterSuccess;
+    // Watched from before delivery and refunded without ever succeeding: the top-up failed
+    // (the automatic refund follows within milliseconds, faster than a poll).
+    if (has('unpaid') || has('paid') || has('recharging')) return ROUTES.failed;
+    return ROUTES.refundUnknown;
+  }
+
+  function renderCurrent() {
+    const cur = state.current;
+    $('current-empty').hidden = !!cur;
+    $('current').hidden = !cur;
+    if (!cur) return;
+    const o = cur.order;
+    $('order-number').textContent = o.orderNumber;
+    const badge = $('order-status');
+    badge.textContent = o.status;
+    badge.className = 'status s-' + o.status;
+
+    const facts = clear($('order-facts'));
+    const fact = (k, v) => facts.append(h('dt', { text: k }), h('dd', null, v));
+    fact('Product', o.productName);
+    fact('Phone', h('span', { class: 'mono', text: o.phoneNumber }));
+    fact('Amount', yuan(o.amount));
+    fact('Placed', timeEl(o.createdAt));
+    if (o.paidAt) fact('Paid', timeEl(o.paidAt));
+    if (o.transactionId) fact('Transaction', h('span', { class: 'mono', text: o.transactionId }));
+    fact('Updated', timeEl(o.updatedAt));
+
+    renderTrack(cur);
+
+    const log = clear($('status-log'));
+    for (const s of cur.seen) {
+      log.append(h('li', null, h('time', { datetime: s.at.toISOString(), text: timeFormat.format(s.at) }), statusBadge(s.status)));
+    }
+
+    const payable = o.status === 'unpaid';
+    $('pay-box').hidden = !payable;
+    $('pay').hidden = !state.config.sandbox;
+    $('pay-options').hidden = !state.config.sandbox;
+    $('pay-unavailable').hidden = state.config.sandbox;
+  }
+
+  function renderTrack(cur) {
+    const route = routeOf(cur);
+    const status = cur.order.status;
+    const at = route.indexOf(status);
+    const live = state.poll.timer !== null;
+    const track = clear($('status-track'));
+    route.forEach((step, i) => {
+      const classes = [];
+      if (i < at) classes.push('done');
+      if (i === at) classes.push('current');
+      if (i === at && step === 'success') classes.push('done');
+      if (i === at && step === 'refunded') classes.push('done');
+      if (step === 'failed' && i <= at) classes.push('bad');
+      if (i === at && live) classes.push('live');
+      const mark = classes.includes('bad') ? '!' : (classes.includes('done') ? '✓' : '');
+      track.append(h('li', { class: classes.join(' '), 'data-step': step, 'aria-current': i === at ? 'step' : null },
+        h('span', { class: 'dot', 'aria-hidden': 'true', text: mark }), step));
+    });
+  }
+
+  function setPollNote(text, withResume) {
+    const note = clear($('poll-note'));
+    if (text) note.append(text);
+    if (withResume) {
+      note.append(' ', h('button', {
+        type: 'button', class: 'link-button', text: 'Resume',
+        onclick: () => state.current && startPolling(state.current.order.orderNumber),
+      }));
+    }
+  }
+
+  function stopPolling() {
+    state.poll.token += 1;
+    if (state.poll.timer !== null) clearTimeout(state.poll.timer);
+    state.poll.timer = null;
+  }
+
+  /** Follows an order with GET /orders/{n}?refresh=true every second until it settles. */
+  function startPolling(orderNumber) {
+    stopPolling();
+    const token = state.poll.token;
+    let errors = 0;
+    let failedSince = null;
+    let lastChange = Date.now();
+    setPollNote('Watching the order…');
+
+    const tick = async () => {
+      if (token !== state.poll.token) return;
+      let order;
+      try {
+        order = await api('/orders/' + encodeURIComponent(orderNumber) + '?refresh=true', { as: 'buyer' });
+        errors = 0;
+      } catch (e) {
+        if (token !== state.poll.token) return;
+        errors += 1;
+        if (errors >= MAX_POLL_ERRORS) {
+          state.poll.timer = null;
+          setPollNote('Stopped watching: ' + e.message, true);
+          renderCurrent();
+          return;
+        }
+        setPollNote('Could not refresh (' + e.message + '); trying again…');
+        state.poll.timer = setTimeout(tick, POLL_MS);
+        return;
+      }
+      if (token !== state.poll.token) return;
+      const changed = observe(order);
+      if (changed) {
+        lastChange = Date.now();
+        loadMyOrders();
+      }
+      const s = order.status;
+      let done = false;
+      let note = 'Watching the order…';
+      if (s === 'success' || s === 'refunded' || s === 'closed') {
+        done = true;
+        note = s === 'success' ? 'Delivered.' : s === 'refunded' ? 'The payment was refunded.' : 'Closed unpaid.';
+      } else if (s === 'failed') {
+        failedSince = failedSince || Date.now();
+        if (Date.now() - failedSince >= FAILED_GRACE_MS) {
+          done = true;
+          note = 'The top-up failed and no refund has started; an operator can retry or refund it.';
+        } else {
+          note = 'The top-up failed; waiting for the automatic refund…';
+        }
+      } else {
+        failedSince = null;
+        if (s === 'unpaid') note = 'Waiting for the payment to be confirmed…';
+        if (Date.now() - lastChange >= IDLE_LIMIT_MS) {
+          state.poll.timer = null;
+          setPollNote('No change for ' + Math.round(IDLE_LIMIT_MS / 60000) + ' minutes; stopped watching.', true);
+          renderCurrent();
+          return;
+        }
+      }
+      if (done) {
+        state.poll.timer = null;
+        setPollNote(note);
+        renderCurrent();
+        return;
+      }
+      setPollNote(note);
+      state.poll.timer = setTimeout(tick, POLL_MS);
+      renderCurrent();
+    };
+    state.poll.timer = setTimeout(tick, 0);
+    renderCurrent();
+  }
+
+  async function pay() {
+    const cur = state.current;
+    if (!cur) return;
+    clearNotice();
+    const choice = (document.querySelector('input[name="deliver"]:checked') || { value: 'once' }).value;
+    const wrongAmount = choice === 'wrong';
+    const deliver = wrongAmount ? 'once' : choice;
+    const n = cur.order.orderNumber;
+    await busy($('pay'), async () => {
+      const params = await api('/payment/create', { method: 'POST', as: 'buyer', body: { orderNumber: n } });
+      if (!params || typeof params.paySign !== 'string' || !params.paySign.startsWith('SANDBOX')) {
+        throw new ApiError('NOT_SANDBOX', 'The payment parameters are not from the sandbox; pay from the mini-program.');
+      }
+      const paid = await api('/sandbox/orders/' + encodeURIComponent(n) + '/pay', {
+        method: 'POST', as: 'buyer', body: { deliver, wrongAmount },
+      });
+      renderPayResult(paid, deliver, wrongAmount);
+      startPolling(n);
+    });
+  }
+
+  function renderPayResult(paid, deliver, wrongAmount) {
+    const box = clear($('pay-result'));
+    box.hidden = false;
+    box.append(h('div', null, 'Paid in the sandbox: transaction ', h('span', { class: 'mono', text: paid.transactionId })));
+    const answers = paid.callbackAnswers || [];
+    if (answers.length) {
+      box.append(h('div', null, 'Callback answers: ',
+        answers.map((a, i) => [i ? ', ' : '', 'HTTP ' + a.status + (a.errcode === null || a.errcode === undefined ? '' : ' errcode ' + a.errcode)])));
+    } else if (deliver === 'late') {
+      box.append(h('div', { class: 'muted', text: 'The callback arrives in about 5 seconds.' }));
+    } else if (deliver === 'never') {
+      box.append(h('div', { class: 'muted', text: 'No callback: the payment is found by querying WeChat (refresh or reconciliation).' }));
+    }
+    if (wrongAmount) box.append(h('div', { class: 'muted', text: 'The callback carried the wrong amount: the operator view shows the anomaly.' }));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Buyer: order list
+
+  let myOrdersSeq = 0;
+
+  async function loadMyOrders() {
+    const seq = ++myOrdersSeq;
+    const box = $('my-orders');
+    let page;
+    try {
+      page = await api('/orders?page=1&pageSize=20', { as: 'buyer' });
+    } catch (e) {
+      if (seq === myOrdersSeq) clear(box).append(h('p', { class: 'muted', text: 'Orders could not be loaded: ' + e.message }));
+      return;
+    }
+    if (seq !== myOrdersSeq) return;
+    clear(box);
+    if (!page.items.length) {
+      box.append(h('div', { class: 'empty', text: 'No orders yet for ' + buyerId() + '.' }));
+      return;
+    }
+    for (const o of page.items) {
+      box.append(h('button', {
+        type: 'button', class: 'my-order', 'data-testid': 'my-order', 'data-order-number': o.orderNumber,
+        onclick: () => openMyOrder(o),
+      },
+      h('span', { class: 'mono', text: o.orderNumber }),
+      statusBadge(o.status),
+      h('span', { class: 'sub' }, o.productName + ' · ' + o.phoneNumber + ' · ' + yuan(o.amount) + ' · ', timeEl(o.createdAt))));
+    }
+    if (page.total > page.items.length) {
+      box.append(h('p', { class: 'hint', text: 'Showing the latest ' + page.items.length + ' of ' + page.total + '.' }));
+    }
+    highlightMyOrder();
+  }
+
+  function highlightMyOrder() {
+    const n = state.current ? state.current.order.orderNumber : null;
+    for (const el of document.querySelectorAll('.my-order')) {
+      el.classList.toggle('selected', el.dataset.orderNumber === n);
+    }
+  }
+
+  function openMyOrder(order) {
+    clearNotice();
+    $('pay-result').hidden = true;
+    setCurrent(order);
+    if (!['unpaid', 'success', 'refunded', 'closed'].includes(order.status)) startPolling(order.orderNumber);
+    if (window.matchMedia('(max-width: 899px)').matches) reveal($('current-card'));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Operator
+
+  function showTokenBox(show) {
+    if (state.config.adminToken) return;
+    $('token-box').hidden = !show;
+    if (show) $('admin-token').value = storageGet(STORE.token) || '';
+  }
+
+  function refreshOperator() {
+    loadReconciliation();
+    loadAdminOrders();
+    if (state.admin.selected) loadDetail(state.admin.selected);
+  }
+
+  async function loadReconciliation() {
+    const root = $('reconciliation');
+    let r;
+    try {
+      r = await api('/admin/reconciliation', { as: 'admin' });
+    } catch (e) {
+      clear($('recon-totals')).append(h('p', { class: 'muted', text: 'Not loaded: ' + e.message }));
+      clear($('recon-mismatches'));
+      $('recon-balanced').textContent = '';
+      $('recon-balanced').className = 'pill';
+      return;
+    }
+    root.dataset.balanced = String(r.balanced);
+    $('recon-date').textContent = 'Business day ' + r.date + ' (UTC+8)';
+    const pill = $('recon-balanced');
+    pill.textContent = r.balanced ? 'balanced' : r.mismatches.length + ' mismatch' + (r.mismatches.length === 1 ? '' : 'es');
+    pill.className = 'pill ' + (r.balanced ? 'ok' : 'bad');
+    const totals = clear($('recon-totals'));
+    const total = (k, v) => totals.append(h('div', { class: 'total' }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: v })));
+    total('Paid orders', String(r.paidCount));
+    total('Paid', yuan(r.paidTotal));
+    total('Delivered', yuan(r.deliveredTotal));
+    total('Refunded', yuan(r.refundedTotal));
+    total('In flight', yuan(r.inFlightTotal));
+    const mm = clear($('recon-mismatches'));
+    if (r.mismatches.length) {
+      const box = h('div', { class: 'mismatches', 'data-testid': 'mismatches' }, h('h3', { text: 'Mismatches' }));
+      for (const m of r.mismatches) {
+        box.append(h('div', { class: 'mismatch' },
+          h('button', { type: 'button', class: 'link-button mono', text: m.orderNumber, onclick: () => loadDetail(m.orderNumber, true) }),
+          ' ', statusBadge(m.status), ' ', m.reason,
+          h('div', { class: 'nums', text: 'paid ' + m.paid + ' · delivered ' + m.delivered + ' · refunded ' + m.refunded + ' · in flight ' + m.inFlight })));
+      }
+      mm.append(box);
+    }
+  }
+
+  let adminOrdersSeq = 0;
+
+  async function loadAdminOrders() {
+    const seq = ++adminOrdersSeq;
+    const params = new URLSearchParams({
+      status: $('filter-status').value,
+      anomaly: String($('filter-anomaly').checked),
+      q: $('filter-q').value.trim(),
+      page: String(state.admin.page),
+      pageSize: String(state.admin.pageSize),
+    });
+    const box = $('admin-orders');
+    let page;
+    try {
+      page = await api('/admin/orders?' + params.toString(), { as: 'admin' });
+    } catch (e) {
+      if (seq === adminOrdersSeq) {
+        clear(box).append(h('p', { class: 'muted', text: 'Orders could not be loaded: ' + e.message }));
+        clear($('admin-pager'));
+      }
+      return;
+    }
+    if (seq !== adminOrdersSeq) return;
+    state.admin.total = page.total;
+    clear(box);
+    if (!page.items.length) {
+      box.append(h('div', { class: 'empty', 'data-testid': 'admin-orders-empty', text: 'No orders match.' }));
+    } else {
+      box.append(h('div', { class: 'table-head', 'aria-hidden': 'true' },
+        h('span', { text: 'Order' }), h('span', { text: 'Phone' }), h('span', { text: 'Amount' }),
+        h('span', { text: 'Status' }), h('span', { text: 'Created' })));
+      for (const o of page.items) {
+        box.append(h('button', {
+          type: 'button',
+          class: 'admin-row' + (o.orderNumber === state.admin.selected ? ' selected' : ''),
+          'data-testid': 'admin-order-row',
+          'data-order-number': o.orderNumber,
+          'data-status': o.status,
+          onclick: () => loadDetail(o.orderNumber, true),
+        },
+        h('span', { class: 'c-number mono' }, o.orderNumber, o.anomaly ? h('span', { class: 'flag', title: 'Anomaly: ' + o.anomaly, text: '⚠' }) : null),
+        h('span', { class: 'c-phone mono', text: o.phoneNumber }),
+        h('span', { class: 'c-amount num', text: yuan(o.amount) }),
+        h('span', { class: 'c-status' }, statusBadge(o.status)),
+        h('span', { class: 'c-created' }, timeEl(o.createdAt))));
+      }
+    }
+    renderPager(page);
+  }
+
+  function renderPager(page) {
+    const pager = clear($('admin-pager'));
+    const pages = Math.max(1, Math.ceil(page.total / page.pageSize));
+    const first = page.total ? (page.page - 1) * page.pageSize + 1 : 0;
+    const last = Math.min(page.total, page.page * page.pageSize);
+    pager.append(h('span', { text: page.total ? first + '–' + last + ' of ' + page.total : '0 orders' }));
+    if (pages > 1) {
+      pager.append(h('span', { class: 'buttons' },
+        h('button', { type: 'button', class: 'secondary small', text: 'Previous', disabled: page.page <= 1,
+          onclick: () => { state.admin.page -= 1; loadAdminOrders(); } }),
+        h('button', { type: 'button', class: 'secondary small', text: 'Next', disabled: page.page >= pages,
+          onclick: () => { state.admin.page += 1; loadAdminOrders(); } })));
+    }
+  }
+
+  let detailSeq = 0;
+
+  async function loadDetail(orderNumber, bringIntoView) {
+    const seq = ++detailSeq;
+    state.admin.selected = orderNumber;
+    clearTimeout(state.admin.detailTimer);
+    for (const row of document.querySelectorAll('.admin-row')) {
+      row.classList.toggle('selected', row.dataset.orderNumber === orderNumber);
+    }
+    let history;
+    try {
+      history = await api('/admin/orders/' + encodeURIComponent(orderNumber), { as: 'admin' });
+    } catch (e) {
+      if (seq === detailSeq) fail(e);
+      return;
+    }
+    if (seq !== detailSeq) return;
+    renderDetail(history);
+    if (bringIntoView && window.matchMedia('(max-width: 1099px)').matches) {
+      reveal($('detail-card'));
+    }
+    // Orders still moving are followed while they are on screen.
+    if (['paid', 'recharging', 'refunding'].includes(history.order.status)) {
+      state.admin.detailTimer = setTimeout(() => {
+        if (!$('view-operator').hidden && state.admin.selected === orderNumber) loadDetail(orderNumber, false);
+      }, 2000);
+    }
+  }
+
+  function renderDetail(history) {
+    const o = history.order;
+    $('detail-empty').hidden = true;
+    const root = clear($('order-detail'));
+    root.hidden = false;
+    root.dataset.orderNumber = o.orderNumber;
+    root.dataset.status = o.status;
+
+    root.append(h('div', { class: 'detail-title' },
+      h('h2', { text: o.orderNumber }),
+      statusBadge(o.status, { 'data-testid': 'detail-status' })));
+    root.append(h('div', { class: 'detail-sub', text: o.productName + ' · ' + o.phoneNumber + ' · ' + yuan(o.amount) }));
+
+    if (o.anomaly) {
+      root.append(h('div', { class: 'banner anomaly', 'data-testid': 'detail-anomaly' }, h('strong', { text: 'Anomaly' }), o.anomaly));
+    }
+    if (o.failureReason) {
+      root.append(h('div', { class: 'banner failure', 'data-testid': 'detail-failure' },
+        h('strong', { text: o.status === 'success' ? 'Last carrier problem' : 'Failure reason' }), o.failureReason));
+    }
+
+    const facts = h('dl', { class: 'facts' });
+    const fact = (k, v) => facts.append(h('dt', { text: k }), h('dd', null, v));
+    fact('Buyer', h('span', { class: 'mono', text: o.openid }));
+    fact('Created', timeEl(o.createdAt));
+    fact('Paid', o.paidAt ? timeEl(o.paidAt) : '—');
+    if (o.transactionId) fact('Transaction', h('span', { class: 'mono', text: o.transactionId }));
+    fact('Attempts', String(o.fulfilAttempts) + (o.submitted ? ' (submitted to the carrier)' : ''));
+    if (o.leaseOwner || o.leaseExpiresAt) {
+      fact('Lease', [o.leaseOwner ? h('span', { class: 'mono', text: o.leaseOwner + ' ' }) : 'next try ', timeEl(o.leaseExpiresAt)]);
+    }
+    if (o.deliveredAt) fact('Delivered', timeEl(o.deliveredAt));
+    if (o.providerReference) fact('Carrier ref', h('span', { class: 'mono', text: o.providerReference }));
+    fact('Refunded', yuan(o.refundRequested) + ' of ' + yuan(o.amount));
+    if (o.closedAt) fact('Closed', timeEl(o.closedAt));
+    root.append(facts);
+
+    // Actions
+    const actions = h('div', { class: 'actions' });
+    if (o.status === 'failed') {
+      actions.append(h('button', {
+        type: 'button', class: 'primary small', 'data-testid': 'retry', text: 'Retry top-up',
+        onclick: (ev) => retryOrder(o.orderNumber, ev.currentTarget),
+      }));
+    }
+    let refundForm = null;
+    if (isRefundable(o)) {
+      refundForm = buildRefundForm(o);
+      actions.append(h('button', {
+        type: 'button', class: 'danger small', 'data-testid': 'refund-open', text: 'Refund…',
+        onclick: () => { refundForm.hidden = !refundForm.hidden; if (!refundForm.hidden) refundForm.querySelector('input').focus(); },
+      }));
+    }
+    actions.append(h('button', {
+      type: 'button', class: 'secondary small', text: 'Refresh', onclick: () => loadDetail(o.orderNumber, false),
+    }));
+    root.append(actions);
+    if (refundForm) root.append(refundForm);
+
+    root.append(h('div', { class: 'subhead', text: 'History' }));
+    const list = h('ol', { class: 'timeline', 'data-testid': 'timeline' });
+    for (const entry of timelineOf(history)) list.append(renderEntry(entry));
+    root.append(list);
+  }
+
+  function buildRefundForm(o) {
+    const reason = h('input', { type: 'text', maxlength: '80', placeholder: 'shown to the payer', 'data-testid': 'refund-reason' });
+    const amount = h('input', { type: 'text', inputmode: 'decimal', placeholder: remaining(o), 'data-testid': 'refund-amount' });
+    const submit = h('button', { type: 'submit', class: 'danger small', text: 'Refund', 'data-testid': 'refund-submit' });
+    const form = h('form', { class: 'refund-form', hidden: true },
+      h('label', { class: 'field' }, h('span', { text: 'Reason' }), reason),
+      h('label', { class: 'field' }, h('span', { text: 'Amount (¥, empty = all left)' }), amount),
+      submit,
+      h('button', { type: 'button', class: 'secondary small', text: 'Cancel', onclick: () => { form.hidden = true; } }));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const why = reason.value.trim();
+      if (!why) {
+        reason.setAttribute('aria-invalid', 'true');
+        reason.focus();
+        notify('A refund needs a reason.', 'error');
+        return;
+      }
+      const body = { reason: why };
+      const value = amount.value.trim();
+      if (value) body.amount = value;
+      await busy(submit, async () => {
+        const refund = await api('/admin/orders/' + encodeURIComponent(o.orderNumber) + '/refund', {
+          method: 'POST', as: 'admin', body,
+        });
+        notify('Refund ' + refund.outRefundNo + ' of ' + yuan(refund.amount) + ': ' + refund.status + '.', 'ok');
+        afterAction(o.orderNumber);
+      });
+    });
+    return form;
+  }
+
+  async function retryOrder(orderNumber, button) {
+    await busy(button, async () => {
+      const order = await api('/admin/orders/' + encodeURIComponent(orderNumber) + '/retry', { method: 'POST', as: 'admin' });
+      notify('Order ' + order.orderNumber + ' is ' + order.status + ' again; delivery restarted.', 'ok');
+      afterAction(orderNumber);
+    });
+  }
+
+  function afterAction(orderNumber) {
+    loadDetail(orderNumber, false);
+    loadAdminOrders();
+    loadReconciliation();
+  }
+
+  const PAYMENT_KIND = { payment_callback: 'Payment callback', refund_callback: 'Refund notification' };
+  const GOOD = ['accepted', 'confirmed', 'delivered', 'success', 'duplicate'];
+  const BAD = ['anomaly', 'refused', 'failed', 'malformed', 'unknown_order', 'not_success'];
+
+  function tone(outcome) {
+    if (GOOD.includes(outcome)) return 'good';
+    if (BAD.includes(outcome)) return 'bad';
+    return 'warn';
+  }
+
+  /** Payment events, carrier attempts, refunds and the order's own milestones, oldest first. */
+  function timelineOf(history) {
+    const o = history.order;
+    const entries = [];
+    const add = (at, entry, notBefore) => {
+      const d = parseTime(at);
+      if (!d) return;
+      const floor = parseTime(notBefore);
+      const time = floor ? Math.max(d.getTime(), floor.getTime()) : d.getTime();
+      entries.push(Object.assign({ at, time, seq: entries.length }, entry));
+    };
+    add(o.createdAt, { kind: 'order', title: 'Order placed', body: o.productName + ' for ' + o.phoneNumber + ', ' + yuan(o.amount) });
+    // paidAt is WeChat's payment time, to the second only: keep it after the order was placed.
+    if (o.paidAt) add(o.paidAt, { kind: 'order', title: 'Paid', body: o.transactionId ? 'transaction ' + o.transactionId : null, tone: 'good' }, o.createdAt);
+    for (const e of history.paymentEvents) {
+      add(e.receivedAt, {
+        kind: 'payment',
+        title: (PAYMENT_KIND[e.kind] || e.kind),
+        outcome: e.outcome,
+        body: e.detail,
+        raw: { headers: e.headers, body: e.body },
+        tone: tone(e.outcome),
+      });
+    }
+    if (o.rechargeAt) add(o.rechargeAt, { kind: 'order', title: 'Top-up started' });
+    for (const a of history.attempts) {
+      add(a.createdAt, {
+        kind: 'attempt',
+        title: 'Carrier ' + a.action + ' #' + a.attempt,
+        outcome: a.outcome,
+        body: [a.message, a.latencyMs + ' ms', a.worker].filter(Boolean).join(' · '),
+        tone: tone(a.outcome),
+      });
+    }
+    if (o.deliveredAt) add(o.deliveredAt, { kind: 'order', title: 'Delivered', body: o.providerReference ? 'carrier ref ' + o.providerReference : null, tone: 'good' });
+    for (const r of history.refunds) {
+      const settled = r.status === 'success' || r.status === 'failed';
+      add(r.createdAt, {
+        kind: 'refund',
+        title: 'Refund ' + yuan(r.amount) + ' opened',
+        outcome: settled ? null : r.status,
+        body: [r.reason, sourceLabel(r.source), r.outRefundNo].filter(Boolean).join(' · '),
+        tone: settled ? null : 'warn',
+      });
+      if (settled) {
+        add(r.updatedAt, {
+          kind: 'refund',
+          title: 'Refund ' + yuan(r.amount) + ' ' + (r.status === 'success' ? 'completed' : 'failed'),
+          outcome: r.status,
+          body: [r.refundId ? 'refund id ' + r.refundId : null, r.lastError, r.attempts ? r.attempts + ' attempt(s)' : null].filter(Boolean).join(' · '),
+          tone: r.status === 'success' ? 'good' : 'bad',
+        });
+      } else if (r.lastError) {
+        entries[entries.length - 1].body += ' · last error: ' + r.lastError;
+      }
+    }
+    if (o.closedAt) add(o.closedAt, { kind: 'order', title: 'Closed', body: 'expired unpaid' });
+    entries.sort((a, b) => a.time - b.time || a.seq - b.seq);
+    return entries;
+  }
+
+  function sourceLabel(source) {
+    return { operator: 'by an operator', auto_failed: 'automatic: top-up failed', auto_closed: 'automatic: paid after closing' }[source] || source;
+  }
+
+  function prettyJson(text) {
+    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) { return text; }
+  }
+
+  function renderEntry(e) {
+    const li = h('li', {
+      class: 'tl k-' + e.kind + (e.tone === 'good' || e.tone === 'bad' ? ' ' + e.tone : ''),
+      'data-testid': 'timeline-entry',
+      'data-kind': e.kind,
+      'data-outcome': e.outcome || null,
+    },
+    h('div', { class: 'tl-head' },
+      h('span', { class: 'tl-kind', text: e.kind }),
+      h('span', { class: 'tl-title', text: e.title }),
+      e.outcome ? h('span', { class: 'tag ' + (e.tone || ''), text: e.outcome }) : null,
+      h('span', { class: 'tl-time' }, timeEl(e.at, preciseFormat))));
+    if (e.body) li.append(h('div', { class: 'tl-body', text: e.body }));
+    if (e.raw) {
+      li.append(h('details', null, h('summary', { text: 'Headers and body' }),
+        h('pre', { text: prettyJson(e.raw.headers) }),
+        h('pre', { text: prettyJson(e.raw.body) })));
+    }
+    return li;
+  }
+
+  async function runJob(kind, button) {
+    const path = kind === 'compensate' ? '/jobs/compensate' : '/jobs/reconcile';
+    const title = kind === 'compensate' ? 'Compensation sweep' : 'Reconciliation';
+    await busy(button, async () => {
+      const report = await api(path, { method: 'POST', as: 'admin' });
+      $('job-report-title').textContent = title + ' at ' + timeFormat.format(new Date());
+      $('job-report-body').textContent = JSON.stringify(report, null, 2);
+      $('job-report').hidden = false;
+      refreshOperator();
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Start
+
+  function wire() {
+    for (const tab of document.querySelectorAll('.tab')) {
+      tab.addEventListener('click', () => showView(tab.dataset.view));
+    }
+    window.addEventListener('hashchange', () => showView(location.hash.slice(1)));
+    $('notice-close').addEventListener('click', clearNotice);
+
+    const buyer = $('buyer-id');
+    buyer.value = storageGet(STORE.buyer) || 'console-buyer';
+    buyer.addEventListener('change', () => {
+      const id = buyer.value.trim() || 'console-buyer';
+      buyer.value = id;
+      storageSet(STORE.buyer, id);
+      stopPolling();
+      state.current = null;
+      setPollNote('');
+      renderCurrent();
+      loadMyOrders();
+    });
+    $('phone').addEventListener('input', (ev) => ev.target.removeAttribute('aria-invalid'));
+    $('order-form').addEventListener('submit', placeOrder);
+    $('pay').addEventListener('click', pay);
+    $('my-orders-refresh').addEventListener('click', loadMyOrders);
+
+    $('token-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      storageSet(STORE.token, $('admin-token').value.trim() || null);
+      clearNotice();
+      refreshOperator();
+    });
+    $('token-forget').addEventListener('click', () => {
+      storageSet(STORE.token, null);
+      $('admin-token').value = '';
+    });
+    $('filters').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      state.admin.page = 1;
+      loadAdminOrders();
+    });
+    $('filter-status').addEventListener('change', () => { state.admin.page = 1; loadAdminOrders(); });
+    $('filter-anomaly').addEventListener('change', () => { state.admin.page = 1; loadAdminOrders(); });
+    $('recon-refresh').addEventListener('click', loadReconciliation);
+    $('job-compensate').addEventListener('click', (ev) => runJob('compensate', ev.currentTarget));
+    $('job-reconcile').addEventListener('click', (ev) => runJob('reconcile', ev.currentTarget));
+    $('job-report-close').addEventListener('click', () => { $('job-report').hidden = true; });
+  }
+
+  async function boot() {
+    wire();
+    try {
+      state.config = await api('/console/config.json');
+    } catch (e) {
+      $('boot').textContent = 'The console could not start: ' + e.message;
+      return;
+    }
+    const badges = clear($('env-badges'));
+    badges.append(h('span', { class: 'env-badge ' + (state.config.development ? 'development' : 'production'),
+      text: state.config.development ? 'development' : 'production' }));
+    if (state.config.sandbox) badges.append(h('span', { class: 'env-badge sandbox', text: 'sandbox' }));
+    $('sandbox-carrier-hint').hidden = !state.config.sandbox;
+    if (!state.config.development) {
+      $('buyer-id-hint').textContent = 'Production trusts only identities injected by WeChat: buyer calls from this page are refused.';
+    }
+    $('token-box').hidden = !!state.config.adminToken || !!storageGet(STORE.token);
+    $('boot').hidden = true;
+    document.body.dataset.ready = 'true';
+    renderCurrent();
+    showView(location.hash.slice(1));
+    loadProducts();
+    loadMyOrders();
+  }
+
+  boot();
+})();

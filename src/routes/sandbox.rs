@@ -1,0 +1,101 @@
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use axum::body::Bytes;
+
+use super::extract::ApiPath;
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::services::orders::find_by_number;
+use crate::wechat::{Delivery, SandboxPayError, WechatPay};
+
+/// How the simulated platform reports the payment.
+#[derive(Clone, Copy, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryDto {
+    /// One callback, now.
+    #[default]
+    Once,
+    /// Two identical callbacks at the same moment.
+    Twice,
+    /// One callback, 5 seconds later.
+    Late,
+    /// No callback: reconciliation (`POST /jobs/reconcile`, or the next tick) finds the payment.
+    Never,
+}
+
+#[derive(Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SandboxPayRequest {
+    pub deliver: DeliveryDto,
+    /// Send a `totalFee` one fen short, to see an anomaly.
+    pub wrong_amount: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxPayResponse {
+    pub order_number: String,
+    #[schema(example = "4200SANDBOXa1b2c3d4e5f6g7h8")]
+    pub transaction_id: String,
+    /// The service's answers to the callbacks delivered before this response (none for late/never).
+    pub callback_answers: Vec<CallbackAnswerDto>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CallbackAnswerDto {
+    pub status: u16,
+    pub errcode: Option<i64>,
+}
+
+/// Sandbox only (404 otherwise): plays the user paying. The simulated WeChat side marks the payment paid
+/// and delivers the payment callback over HTTP to this service's own callback URL, in the platform's
+/// format, so the production path runs. Call `POST /payment/create` first, as the mini-program would.
+#[utoipa::path(post, path = "/sandbox/orders/{orderNumber}/pay", tag = "sandbox",
+    params(("orderNumber" = String, Path)),
+    request_body(content = SandboxPayRequest, description = "Optional; defaults to one callback now"),
+    responses(
+        (status = 200, description = "Paid in the sandbox", body = SandboxPayResponse),
+        (status = 404, description = "`NOT_FOUND` (sandbox off) or `ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`NO_PREPAY`: call /payment/create first; or `ORDER_NOT_PAYABLE`: closed", body = ErrorBody),
+    ))]
+pub async fn pay_sandbox_order(
+    State(state): State<AppState>,
+    ApiPath(order_number): ApiPath<String>,
+    body: Bytes,
+) -> Result<Json<SandboxPayResponse>, ApiError> {
+    let WechatPay::Sandbox(sandbox) = &state.wechat else {
+        return Err(ApiError::not_found("NOT_FOUND", "no such endpoint"));
+    };
+    let request: SandboxPayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SandboxPayRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?
+    };
+    let order = find_by_number(&state.db, &order_number)
+        .await
+        .map_err(crate::error::from_db)?
+        .ok_or_else(|| ApiError::not_found("ORDER_NOT_FOUND", "order not found"))?;
+    let delivery = match request.deliver {
+        DeliveryDto::Once => Delivery::Once,
+        DeliveryDto::Twice => Delivery::Twice,
+        DeliveryDto::Late => Delivery::Late,
+        DeliveryDto::Never => Delivery::Never,
+    };
+    let paid =
+        sandbox.pay(&order.order_number, &order.openid, delivery, request.wrong_amount).await.map_err(|e| match e {
+            SandboxPayError::NoPrepay => ApiError::Conflict { code: "NO_PREPAY", message: e.to_string() },
+            SandboxPayError::Closed => ApiError::Conflict { code: "ORDER_NOT_PAYABLE", message: e.to_string() },
+        })?;
+    Ok(Json(SandboxPayResponse {
+        order_number: order.order_number,
+        transaction_id: paid.transaction_id,
+        callback_answers: paid
+            .answers
+            .into_iter()
+            .map(|(status, errcode)| CallbackAnswerDto { status, errcode })
+            .collect(),
+    }))
+}

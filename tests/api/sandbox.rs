@@ -1,0 +1,135 @@
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wxtopup::jobs::reconcile::run_once;
+
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp, ADMIN_TOKEN, OPENID};
+
+const SANDBOX: &[(&str, &str)] = &[("PAYMENT_SANDBOX", "true"), ("TOPUP_PROVIDER", "sandbox")];
+
+/// Places an order for `phone` and asks for its prepay, as the mini-program would.
+async fn order_with_sandbox_prepay(app: &TestApp, phone: &str) -> String {
+    let response = app.post_as("/orders", OPENID, &json!({"productId": 1, "phoneNumber": phone})).await;
+    let number = response.json::<Value>().await.unwrap()["orderNumber"].as_str().unwrap().to_string();
+    let params: Value =
+        app.post_as("/payment/create", OPENID, &json!({"orderNumber": number})).await.json().await.unwrap();
+    assert!(params["paySign"].as_str().unwrap().starts_with("SANDBOX"));
+    number
+}
+
+async fn pay(app: &TestApp, number: &str, body: Value) -> reqwest::Response {
+    app.client.post(app.url(&format!("/sandbox/orders/{number}/pay"))).json(&body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn paying_in_the_sandbox_runs_the_real_callback_and_delivers_the_top_up() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    let response = pay(&app, &number, json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["callbackAnswers"], json!([{"status": 200, "errcode": 0}]));
+    let order = app.wait_for_status(&number, "success").await;
+    assert_eq!(order.transaction_id.as_deref(), body["transactionId"].as_str());
+    let events = app.events(&number).await;
+    assert_eq!(events[0].outcome, "accepted");
+    assert!(events[0].headers.contains("x-wx-source"), "delivered with the platform's header");
+    assert!(events[0].body.contains("\"subMchId\""), "in the platform's camelCase format");
+}
+
+#[tokio::test]
+async fn a_twice_delivered_sandbox_payment_makes_one_transition() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    let body: Value = pay(&app, &number, json!({"deliver": "twice"})).await.json().await.unwrap();
+    assert_eq!(body["callbackAnswers"].as_array().unwrap().len(), 2);
+    app.wait_for_status(&number, "success").await;
+    let outcomes: Vec<String> = app.events(&number).await.into_iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "accepted").count(), 1, "{outcomes:?}");
+    assert_eq!(app.attempts(&number).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_sandbox_payment_never_called_back_is_found_by_reconciliation() {
+    let app =
+        spawn_app_with(&[("PAYMENT_SANDBOX", "true"), ("TOPUP_PROVIDER", "sandbox"), ("RECONCILE_GRACE_SECONDS", "1")])
+            .await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    let body: Value = pay(&app, &number, json!({"deliver": "never"})).await.json().await.unwrap();
+    assert_eq!(body["callbackAnswers"], json!([]));
+    assert_eq!(app.order(&number).await.status, "unpaid");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // past the 1 s grace
+    let report = run_once(&app.state).await.unwrap();
+    assert_eq!(report.recovered, 1);
+    app.wait_for_status(&number, "success").await;
+}
+
+#[tokio::test]
+async fn a_wrong_amount_in_the_sandbox_shows_an_anomaly() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    pay(&app, &number, json!({"wrongAmount": true})).await;
+    let order = app.order(&number).await;
+    assert_eq!(order.status, "unpaid");
+    assert!(order.anomaly.unwrap().contains("totalFee"));
+}
+
+#[tokio::test]
+async fn a_refused_sandbox_top_up_is_refunded_through_the_refund_callback() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112200").await;
+    pay(&app, &number, json!({})).await;
+    app.wait_for_status(&number, "refunded").await;
+    // The simulated platform also reported the refund to the refund callback, which confirmed it.
+    for _ in 0..100 {
+        if app.events(&number).await.iter().any(|e| e.kind == "refund_callback" && e.outcome == "confirmed") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no confirmed refund callback: {:?}", app.events(&number).await);
+}
+
+#[tokio::test]
+async fn sandbox_payment_needs_a_prepay_and_an_order() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = app.place_order(OPENID).await;
+    assert_error(pay(&app, &number, json!({})).await, StatusCode::CONFLICT, "NO_PREPAY").await;
+    assert_error(pay(&app, "ORD0000000000000zzzz", json!({})).await, StatusCode::NOT_FOUND, "ORDER_NOT_FOUND").await;
+    assert_error(
+        pay(&app, &number, json!({"deliver": "sometimes"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_BODY",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_sandbox_endpoint_does_not_exist_outside_sandbox_mode() {
+    let app = spawn_app().await;
+    let number = app.place_order(OPENID).await;
+    assert_error(pay(&app, &number, json!({})).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn the_console_is_served_in_development_with_its_token() {
+    let app = spawn_app().await;
+    let page = app.client.get(app.url("/console")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("/console/app.js"));
+    let script = app.client.get(app.url("/console/app.js")).send().await.unwrap();
+    assert!(script.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let config: Value = app.client.get(app.url("/console/config.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(config["development"], true);
+    assert_eq!(config["adminToken"], ADMIN_TOKEN);
+}
+
+#[tokio::test]
+async fn in_production_the_console_never_hands_out_the_token_and_is_off_without_one() {
+    let app = spawn_app_with(&[("APP_ENV", "production")]).await;
+    let config: Value = app.client.get(app.url("/console/config.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(config["adminToken"], Value::Null);
+    let off = spawn_app_with(&[("APP_ENV", "production"), ("ADMIN_TOKEN", "")]).await;
+    let response = off.client.get(off.url("/console")).send().await.unwrap();
+    assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
