@@ -1,0 +1,190 @@
+const { call } = require('../../utils/api');
+
+const PHONE_PATTERN = /^\+?\d{6,15}$/;
+const FINAL_STATUSES = ['success', 'failed', 'refunded', 'closed'];
+const POLL_INTERVAL_MS = 2000;
+const POLL_TIMEOUT_MS = 60000;
+
+const STATUS_TEXT = {
+  unpaid: '待支付 / Unpaid',
+  paid: '已支付 / Paid',
+  recharging: '充值中 / Recharging',
+  success: '充值成功 / Delivered',
+  failed: '充值失败 / Failed',
+  refunding: '退款中 / Refunding',
+  refunded: '已退款 / Refunded',
+  closed: '已关闭 / Closed'
+};
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function pad(n) {
+  return String(n).padStart(2, '0');
+}
+
+function formatTime(iso) {
+  const d = new Date(iso);
+  if (isNaN(d.getTime())) return iso;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+// Adds the fields the template shows, since WXML cannot call functions.
+function present(order) {
+  return {
+    ...order,
+    statusText: STATUS_TEXT[order.status] || order.status,
+    createdText: formatTime(order.createdAt)
+  };
+}
+
+function requestPayment(params) {
+  return new Promise((resolve, reject) => {
+    wx.requestPayment({
+      timeStamp: params.timeStamp,
+      nonceStr: params.nonceStr,
+      package: params.package,
+      signType: params.signType,
+      paySign: params.paySign,
+      success: resolve,
+      fail: reject
+    });
+  });
+}
+
+function toast(title) {
+  wx.showToast({ title, icon: 'none', duration: 2500 });
+}
+
+Page({
+  data: {
+    products: [],
+    selectedId: null,
+    phone: '',
+    phoneHint: '',
+    canBuy: false,
+    busy: false,
+    current: null,
+    orders: [],
+    ordersTotal: 0
+  },
+
+  onLoad() {
+    this.refresh();
+  },
+
+  async onPullDownRefresh() {
+    await this.refresh();
+    wx.stopPullDownRefresh();
+  },
+
+  async refresh() {
+    await Promise.all([this.loadProducts(), this.loadOrders()]);
+  },
+
+  async loadProducts() {
+    try {
+      const products = await call('/products', 'GET');
+      this.setData({ products });
+    } catch (err) {
+      toast(err.message);
+    }
+  },
+
+  async loadOrders() {
+    try {
+      const page = await call('/orders?page=1&pageSize=10', 'GET');
+      this.setData({ orders: page.items.map(present), ordersTotal: page.total });
+    } catch (err) {
+      toast(err.message);
+    }
+  },
+
+  onSelectProduct(e) {
+    this.setData({ selectedId: e.currentTarget.dataset.id });
+    this.updateCanBuy();
+  },
+
+  onPhoneInput(e) {
+    const phone = e.detail.value.trim();
+    const phoneHint = phone && !PHONE_PATTERN.test(phone)
+      ? 'Optional +, then 6–15 digits'
+      : '';
+    this.setData({ phone, phoneHint });
+    this.updateCanBuy();
+  },
+
+  updateCanBuy() {
+    const { selectedId, phone, busy } = this.data;
+    this.setData({ canBuy: selectedId !== null && PHONE_PATTERN.test(phone) && !busy });
+  },
+
+  setBusy(busy) {
+    this.setData({ busy });
+    this.updateCanBuy();
+  },
+
+  async onBuy() {
+    if (!this.data.canBuy) return;
+    this.setBusy(true);
+    try {
+      const order = await call('/orders', 'POST', {
+        productId: this.data.selectedId,
+        phoneNumber: this.data.phone
+      });
+      this.setData({ current: present(order) });
+      await this.pay(order.orderNumber);
+    } catch (err) {
+      toast(err.message);
+    } finally {
+      this.setBusy(false);
+      this.loadOrders();
+    }
+  },
+
+  // Tapping an unpaid order in "My orders" pays it again; the service reuses the prepay.
+  async onPayOrder(e) {
+    if (this.data.busy) return;
+    const { orderNumber, status } = e.currentTarget.dataset;
+    if (status !== 'unpaid') return;
+    this.setBusy(true);
+    try {
+      await this.pay(orderNumber);
+    } catch (err) {
+      toast(err.message);
+    } finally {
+      this.setBusy(false);
+      this.loadOrders();
+    }
+  },
+
+  async pay(orderNumber) {
+    const params = await call('/payment/create', 'POST', { orderNumber });
+    try {
+      await requestPayment(params);
+    } catch (err) {
+      const cancelled = /cancel/.test(err.errMsg || '');
+      toast(cancelled ? '支付已取消 / Payment cancelled' : '支付失败 / Payment failed');
+      return;
+    }
+    await this.poll(orderNumber);
+  },
+
+  // requestPayment success only means the payment sheet was completed; the order is
+  // paid once the service says so. ?refresh=true lets the service ask WeChat directly
+  // instead of waiting for the payment callback.
+  async poll(orderNumber) {
+    const deadline = Date.now() + POLL_TIMEOUT_MS;
+    for (;;) {
+      const order = await call(`/orders/${encodeURIComponent(orderNumber)}?refresh=true`, 'GET');
+      this.setData({ current: present(order) });
+      if (FINAL_STATUSES.includes(order.status)) return;
+      if (Date.now() >= deadline) {
+        toast('Still processing — check My orders later');
+        return;
+      }
+      await sleep(POLL_INTERVAL_MS);
+    }
+  }
+});
