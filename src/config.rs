@@ -217,6 +217,13 @@ impl Settings {
         }
 
         let sandbox = parse_bool("PAYMENT_SANDBOX", get("PAYMENT_SANDBOX"), !production)?;
+        // In production a simulated payment would buy real top-ups from the carrier.
+        if production && sandbox && !parse_bool("PAYMENT_ALLOW_SANDBOX", get("PAYMENT_ALLOW_SANDBOX"), false)? {
+            return Err(invalid(
+                "PAYMENT_SANDBOX",
+                "is true in production; set PAYMENT_ALLOW_SANDBOX=true if that is really meant".into(),
+            ));
+        }
         let api_base = get("WECHAT_API_BASE").unwrap_or_else(|| "http://api.weixin.qq.com".into());
         url::Url::parse(&api_base).map_err(|e| invalid("WECHAT_API_BASE", format!("is not a URL: {e}")))?;
         let callback_path = get("WECHAT_PAYMENT_CALLBACK_PATH").unwrap_or_else(|| "/payment/callback".into());
@@ -442,6 +449,15 @@ mod tests {
         assert_eq!(Settings::from_vars(&vars(&sandbox)).unwrap_err().var, "TOPUP_PROVIDER");
         sandbox.push(("TOPUP_ALLOW_SANDBOX", "true"));
         assert_eq!(Settings::from_vars(&vars(&sandbox)).unwrap().topup.provider, TopUpProviderKind::Sandbox);
+    }
+
+    #[test]
+    fn production_refuses_simulated_payments_unless_allowed() {
+        let base = [("APP_ENV", "production"), ("PAYMENT_SANDBOX", "true"), ("TOPUP_API_URL", "http://carrier")];
+        assert_eq!(Settings::from_vars(&vars(&base)).unwrap_err().var, "PAYMENT_SANDBOX");
+        let mut allowed = base.to_vec();
+        allowed.push(("PAYMENT_ALLOW_SANDBOX", "true"));
+        assert!(Settings::from_vars(&vars(&allowed)).unwrap().wechat.sandbox);
     }
 
     #[test]
