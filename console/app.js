@@ -1,5 +1,5 @@
 // wxtopup console: a buyer view (place, pay in the sandbox, follow an order) and an operator view
-// (orders, history, retry, refund, reconciliation). Plain DOM, no dependencies.
+// (reconciliation, statistics, alerts, orders, history, retry, refund). Plain DOM, no dependencies.
 (function () {
   'use strict';
 
@@ -142,6 +142,8 @@
     current: null, // { order, seen: [{status, at}] }
     poll: { token: 0, timer: null },
     admin: { page: 1, pageSize: 50, total: 0, selected: null, detailTimer: null, loaded: false },
+    stats: { range: null }, // null: the server's default range (the last 7 days)
+    alerts: { page: 1, pageSize: 20 },
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -244,6 +246,10 @@
     if (name === 'operator' && !state.admin.loaded) {
       state.admin.loaded = true;
       refreshOperator();
+    } else if (name === 'operator') {
+      // Coming back to the view: the figures and alerts may have moved on.
+      loadStats();
+      loadAlerts();
     }
   }
 
@@ -597,8 +603,17 @@
 
   function refreshOperator() {
     loadReconciliation();
+    loadStats();
+    loadAlerts();
     loadAdminOrders();
     if (state.admin.selected) loadDetail(state.admin.selected);
+  }
+
+  /** Today's books, the statistics and the alerts: the Refresh button at the top of the view. */
+  function refreshOverview() {
+    loadReconciliation();
+    loadStats();
+    loadAlerts();
   }
 
   async function loadReconciliation() {
@@ -637,6 +652,312 @@
       mm.append(box);
     }
   }
+
+  // ---------------------------------------------------------------------------------------------
+  // Operator: statistics
+
+  const FUNNEL = [
+    { key: 'placed', label: 'Placed', tone: 'placed' },
+    { key: 'paid', label: 'Paid', tone: 'paid' },
+    { key: 'delivered', label: 'Delivered', tone: 'delivered', branch: true },
+    { key: 'failed', label: 'Failed', tone: 'failed', branch: true },
+    { key: 'refunded', label: 'Refunded', tone: 'refunded', branch: true },
+  ];
+  const DAY_RE = /^\d{4}-\d{2}-\d{2}$/;
+  /** The server answers at most 367 days (the last day may be 366 days after the first). */
+  const MAX_RANGE_DAYS = 367;
+  const percentFormat = new Intl.NumberFormat(undefined, { style: 'percent', maximumFractionDigits: 1 });
+  const countFormat = new Intl.NumberFormat(undefined);
+
+  function percent(rate) {
+    return typeof rate === 'number' && Number.isFinite(rate) ? percentFormat.format(rate) : '—';
+  }
+
+  function duration(ms) {
+    if (typeof ms !== 'number' || !Number.isFinite(ms)) return '—';
+    if (ms < 1000) return Math.round(ms) + ' ms';
+    if (ms < 60000) return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
+    return (ms / 60000).toFixed(1) + ' min';
+  }
+
+  function plural(n, one, many) {
+    return countFormat.format(n) + ' ' + (n === 1 ? one : (many || one + 's'));
+  }
+
+  function hourRange(hour) {
+    const hh = String(hour).padStart(2, '0');
+    return hh + ':00–' + hh + ':59';
+  }
+
+  /** A round upper bound for a chart axis: 1, 2, 5, 10, 20, 50… */
+  function niceMax(value) {
+    if (value <= 1) return 1;
+    const magnitude = Math.pow(10, Math.floor(Math.log10(value)));
+    for (const step of [1, 2, 5, 10]) {
+      if (step * magnitude >= value) return step * magnitude;
+    }
+    return 10 * magnitude;
+  }
+
+  let statsSeq = 0;
+
+  /** GET /admin/stats for the chosen range (none chosen: the server's default, the last 7 days). */
+  async function loadStats() {
+    const seq = ++statsSeq;
+    const range = state.stats.range;
+    const query = range ? '?' + new URLSearchParams({ from: range.from, to: range.to }).toString() : '';
+    const root = $('stats');
+    root.setAttribute('aria-busy', 'true');
+    $('stats-default').disabled = !range;
+    let s;
+    try {
+      s = await api('/admin/stats' + query, { as: 'admin' });
+    } catch (e) {
+      if (seq !== statsSeq) return;
+      root.removeAttribute('aria-busy');
+      delete root.dataset.placed;
+      clear($('stats-body')).append(h('p', { class: 'muted', 'data-testid': 'stats-error', text: 'Not loaded: ' + e.message }));
+      return;
+    }
+    if (seq !== statsSeq) return;
+    root.removeAttribute('aria-busy');
+    renderStats(s);
+  }
+
+  function renderStats(s) {
+    const root = $('stats');
+    const hours = Array.isArray(s.ordersByHour) ? s.ordersByHour.slice(0, 24) : [];
+    while (hours.length < 24) hours.push(0);
+    root.dataset.from = s.from;
+    root.dataset.to = s.to;
+    root.dataset.placed = String(s.placed);
+    root.dataset.delivered = String(s.delivered);
+    // The inputs follow what was actually shown (the server's days when none were chosen).
+    $('stats-from').value = s.from;
+    $('stats-to').value = s.to;
+    $('stats-from').removeAttribute('aria-invalid');
+    $('stats-to').removeAttribute('aria-invalid');
+    $('stats-range-note').textContent = 'Orders placed ' + (s.from === s.to ? 'on ' + s.from : s.from + ' to ' + s.to) +
+      ' (UTC+8 days)' + (state.stats.range ? '' : ', the last 7 days');
+
+    const body = clear($('stats-body'));
+    body.append(renderFunnel(s));
+
+    const groups = h('div', { class: 'stat-groups' });
+    const group = (title, testid, tiles) => {
+      const box = h('div', { class: 'totals cols-' + tiles.length });
+      for (const [k, v, sub, attrs] of tiles) {
+        box.append(h('div', Object.assign({ class: 'total' }, attrs || {}),
+          h('div', { class: 'k', text: k }), h('div', { class: 'v', text: v }),
+          sub ? h('div', { class: 'sub', text: sub }) : null));
+      }
+      groups.append(h('section', { class: 'stat-group', 'data-testid': testid, 'aria-label': title },
+        h('div', { class: 'subhead', text: title }), box));
+    };
+    const finished = s.delivered + s.failed;
+    group('Success rates', 'stats-rates', [
+      ['Payment', percent(s.paymentSuccessRate),
+        s.placed ? countFormat.format(s.paid) + ' of ' + plural(s.placed, 'order') + ' paid' : 'no orders',
+        { 'data-testid': 'payment-success-rate', 'data-rate': s.paymentSuccessRate === null ? null : String(s.paymentSuccessRate) }],
+      ['Top-up', percent(s.topUpSuccessRate),
+        finished ? countFormat.format(s.delivered) + ' of ' + plural(finished, 'top-up') + ' delivered' : 'no top-ups finished',
+        { 'data-testid': 'topup-success-rate', 'data-rate': s.topUpSuccessRate === null ? null : String(s.topUpSuccessRate) }],
+    ]);
+    group('Amounts', 'stats-amounts', [
+      ['Paid', yuan(s.paidTotal)],
+      ['Delivered', yuan(s.deliveredTotal)],
+      ['Refunded', yuan(s.refundedTotal)],
+    ]);
+    group('Top-up latency, payment to delivery', 'stats-latency', [
+      ['p50', duration(s.topUpLatencyP50Ms)],
+      ['p90', duration(s.topUpLatencyP90Ms)],
+      ['p99', duration(s.topUpLatencyP99Ms)],
+    ]);
+    body.append(groups);
+    body.append(renderHourChart(hours));
+  }
+
+  /** The funnel as horizontal bars, each as long as its share of the orders placed. */
+  function renderFunnel(s) {
+    const max = Math.max(1, ...FUNNEL.map((f) => Number(s[f.key]) || 0));
+    const list = h('ol', { class: 'funnel', 'data-testid': 'funnel' });
+    for (const f of FUNNEL) {
+      const count = Number(s[f.key]) || 0;
+      const share = s.placed ? ' (' + percent(count / s.placed) + ' of placed)' : '';
+      const fill = h('span', { class: 'funnel-fill' });
+      fill.style.width = (count / max) * 100 + '%';
+      list.append(h('li', {
+        class: 'funnel-row f-' + f.tone + (f.branch ? ' branch' : ''),
+        'data-stage': f.key,
+        'data-count': String(count),
+      },
+      h('span', { class: 'funnel-label' }, f.branch ? h('span', { class: 'branch-mark', 'aria-hidden': 'true', text: '↳' }) : null, f.label),
+      h('span', { class: 'funnel-track', 'aria-hidden': 'true' }, fill),
+      h('span', { class: 'funnel-value' }, countFormat.format(count), h('span', { class: 'sr-only', text: share }))));
+    }
+    return h('figure', { class: 'chart' },
+      h('figcaption', { class: 'subhead', text: 'Funnel: placed → paid → delivered, failed or refunded' }),
+      list);
+  }
+
+  /** Orders per hour of the day as 24 columns, with a round axis maximum. */
+  function renderHourChart(hours) {
+    const total = hours.reduce((a, b) => a + b, 0);
+    const peak = Math.max(0, ...hours);
+    const top = niceMax(peak);
+    const peakHour = hours.indexOf(peak);
+    const bars = h('ol', { class: 'hours', 'data-testid': 'orders-by-hour' });
+    hours.forEach((count, hour) => {
+      const fill = h('span', { class: 'hour-fill' + (count && count === peak ? ' peak' : '') });
+      fill.style.height = (count / top) * 100 + '%';
+      bars.append(h('li', {
+        class: 'hour' + (count ? '' : ' zero'),
+        'data-hour': String(hour),
+        'data-count': String(count),
+        title: hourRange(hour) + ': ' + plural(count, 'order'),
+      },
+      fill,
+      h('span', { class: 'sr-only', text: hourRange(hour) + ': ' + plural(count, 'order') })));
+    });
+    const axis = h('div', { class: 'hours-axis', 'aria-hidden': 'true' },
+      h('span', { text: countFormat.format(top) }), h('span', { text: top % 2 ? '' : countFormat.format(top / 2) }), h('span', { text: '0' }));
+    const labels = h('div', { class: 'hours-labels', 'aria-hidden': 'true' });
+    for (let hour = 0; hour < 24; hour += 1) {
+      labels.append(h('span', { class: hour % 6 ? 'minor' : null, text: hour % 3 ? '' : String(hour).padStart(2, '0') }));
+    }
+    const summary = total
+      ? plural(total, 'order') + '; busiest ' + hourRange(peakHour) + ' with ' + plural(peak, 'order') + '.'
+      : 'No orders placed in this range.';
+    return h('figure', { class: 'chart' },
+      h('figcaption', { class: 'subhead', id: 'orders-by-hour-title', text: 'Orders per hour of day (UTC+8)' }),
+      h('div', { class: 'hours-chart' }, axis, h('div', { class: 'hours-plot' }, bars, labels)),
+      h('p', { class: 'hint', 'data-testid': 'orders-by-hour-summary', text: summary }));
+  }
+
+  function applyStatsRange(ev) {
+    ev.preventDefault();
+    const fromInput = $('stats-from');
+    const toInput = $('stats-to');
+    const from = fromInput.value;
+    const to = toInput.value;
+    if (!DAY_RE.test(from) || !DAY_RE.test(to)) {
+      const missing = DAY_RE.test(from) ? toInput : fromInput;
+      missing.setAttribute('aria-invalid', 'true');
+      missing.focus();
+      notify('Choose both days of the range.', 'error');
+      return;
+    }
+    if (from > to) {
+      fromInput.setAttribute('aria-invalid', 'true');
+      fromInput.focus();
+      notify('The first day must not be after the last.', 'error');
+      return;
+    }
+    if ((Date.parse(to) - Date.parse(from)) / 86400000 > MAX_RANGE_DAYS - 1) {
+      fromInput.setAttribute('aria-invalid', 'true');
+      fromInput.focus();
+      notify('A range covers at most ' + MAX_RANGE_DAYS + ' days.', 'error');
+      return;
+    }
+    fromInput.removeAttribute('aria-invalid');
+    toInput.removeAttribute('aria-invalid');
+    clearNotice();
+    state.stats.range = { from, to };
+    loadStats();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Operator: alerts
+
+  const ALERT_KIND = {
+    anomaly: { label: 'anomaly', tone: 'warn' },
+    topup_failed: { label: 'top-up failed', tone: 'bad' },
+    refund_failed: { label: 'refund failed', tone: 'bad' },
+    reconciliation_mismatch: { label: 'books mismatch', tone: 'purple' },
+  };
+  const ALERT_DELIVERY = {
+    pending: { label: 'sending', tone: 'warn' },
+    sent: { label: 'sent', tone: 'good' },
+    failed: { label: 'not delivered', tone: 'bad' },
+    rate_limited: { label: 'rate limited', tone: 'warn' },
+    disabled: { label: 'recorded (no webhook)', tone: '' },
+  };
+
+  let alertsSeq = 0;
+
+  async function loadAlerts() {
+    const seq = ++alertsSeq;
+    const list = $('alerts-list');
+    let page;
+    try {
+      page = await api('/admin/alerts?page=' + state.alerts.page + '&pageSize=' + state.alerts.pageSize, { as: 'admin' });
+    } catch (e) {
+      if (seq !== alertsSeq) return;
+      clear(list).append(h('li', { class: 'muted', text: 'Alerts could not be loaded: ' + e.message }));
+      clear($('alerts-pager'));
+      $('alerts-count').textContent = '';
+      $('alerts-count').className = 'pill';
+      return;
+    }
+    if (seq !== alertsSeq) return;
+    // A page past the end (alerts are never deleted, but be safe): go back to the first.
+    if (!page.items.length && page.total && state.alerts.page > 1) {
+      state.alerts.page = 1;
+      loadAlerts();
+      return;
+    }
+    renderAlerts(page);
+  }
+
+  function renderAlerts(page) {
+    const root = $('alerts');
+    root.dataset.total = String(page.total);
+    const count = $('alerts-count');
+    count.textContent = page.total ? plural(page.total, 'alert') : 'none';
+    count.className = 'pill ' + (page.total ? 'bad' : 'ok');
+    const list = clear($('alerts-list'));
+    if (!page.items.length) {
+      list.append(h('li', { class: 'empty', 'data-testid': 'alerts-empty', text: 'No alerts raised.' }));
+    }
+    for (const a of page.items) {
+      const kind = ALERT_KIND[a.kind] || { label: a.kind.replace(/_/g, ' '), tone: '' };
+      const delivery = ALERT_DELIVERY[a.delivery] || { label: a.delivery, tone: '' };
+      list.append(h('li', {
+        class: 'alert-row',
+        'data-testid': 'alert-row',
+        'data-kind': a.kind,
+        'data-order-number': a.orderNumber,
+        'data-delivery': a.delivery,
+      },
+      h('div', { class: 'alert-head' },
+        h('span', { class: 'tag alert-kind ' + kind.tone, title: a.kind, text: kind.label }),
+        h('button', {
+          type: 'button', class: 'link-button mono alert-order', text: a.orderNumber,
+          'aria-label': 'Open order ' + a.orderNumber,
+          onclick: () => loadDetail(a.orderNumber, true),
+        }),
+        h('span', { class: 'alert-time' }, timeEl(a.createdAt))),
+      h('div', { class: 'alert-message', text: a.message }),
+      h('div', { class: 'alert-delivery' },
+        h('span', { class: 'tag ' + delivery.tone, 'data-testid': 'alert-delivery', title: 'delivery: ' + a.delivery, text: delivery.label }),
+        a.sentAt ? [' ', h('span', { class: 'muted', text: 'at ' }), timeEl(a.sentAt, timeFormat)] : null)));
+    }
+    const pager = clear($('alerts-pager'));
+    const pages = Math.max(1, Math.ceil(page.total / page.pageSize));
+    if (pages > 1) {
+      const first = (page.page - 1) * page.pageSize + 1;
+      const last = Math.min(page.total, page.page * page.pageSize);
+      pager.append(h('span', { text: first + '–' + last + ' of ' + page.total }),
+        h('span', { class: 'buttons' },
+          h('button', { type: 'button', class: 'secondary small', text: 'Newer', disabled: page.page <= 1,
+            onclick: () => { state.alerts.page -= 1; loadAlerts(); } }),
+          h('button', { type: 'button', class: 'secondary small', text: 'Older', disabled: page.page >= pages,
+            onclick: () => { state.alerts.page += 1; loadAlerts(); } })));
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Operator: orders
 
   let adminOrdersSeq = 0;
 
@@ -840,7 +1161,7 @@
   function afterAction(orderNumber) {
     loadDetail(orderNumber, false);
     loadAdminOrders();
-    loadReconciliation();
+    refreshOverview();
   }
 
   const PAYMENT_KIND = { payment_callback: 'Payment callback', refund_callback: 'Refund notification' };
@@ -999,7 +1320,16 @@
     });
     $('filter-status').addEventListener('change', () => { state.admin.page = 1; loadAdminOrders(); });
     $('filter-anomaly').addEventListener('change', () => { state.admin.page = 1; loadAdminOrders(); });
-    $('recon-refresh').addEventListener('click', loadReconciliation);
+    $('recon-refresh').addEventListener('click', refreshOverview);
+    $('stats-range').addEventListener('submit', applyStatsRange);
+    $('stats-default').addEventListener('click', () => {
+      clearNotice();
+      state.stats.range = null;
+      loadStats();
+    });
+    for (const id of ['stats-from', 'stats-to']) {
+      $(id).addEventListener('input', (ev) => ev.target.removeAttribute('aria-invalid'));
+    }
     $('job-compensate').addEventListener('click', (ev) => runJob('compensate', ev.currentTarget));
     $('job-reconcile').addEventListener('click', (ev) => runJob('reconcile', ev.currentTarget));
     $('job-report-close').addEventListener('click', () => { $('job-report').hidden = true; });

@@ -216,6 +216,34 @@ async function openDetail(page, row, orderNumber) {
   return detail;
 }
 
+/** The numbers the operator view's statistics card shows, read from its charts. */
+async function readStats(page) {
+  const stats = page.getByTestId('stats');
+  await page.locator('[data-testid="stats"][data-placed]:not([aria-busy])').waitFor();
+  const funnel = Object.fromEntries(await stats.locator('[data-testid="funnel"] [data-stage]').evaluateAll(
+    (rows) => rows.map((row) => [row.dataset.stage, Number(row.dataset.count)]),
+  ));
+  const hours = await stats.locator('[data-testid="orders-by-hour"] [data-hour]').evaluateAll(
+    (bars) => bars.map((bar) => ({ hour: Number(bar.dataset.hour), count: Number(bar.dataset.count) })),
+  );
+  return { funnel, hours, placed: Number(await stats.getAttribute('data-placed')) };
+}
+
+/** Alerts are recorded in the background: refresh the operator view until `selector` shows up. */
+async function waitForAlert(page, selector) {
+  const deadline = Date.now() + SETTLE_TIMEOUT;
+  const alert = page.getByTestId('alerts').locator(selector);
+  for (;;) {
+    try {
+      await alert.first().waitFor({ timeout: 2_000 });
+      return alert.first();
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`no alert ${selector} within ${SETTLE_TIMEOUT / 1000} s`, { cause: error });
+      await page.getByTestId('operator-refresh').click();
+    }
+  }
+}
+
 test('operator: both orders, the refunded one\'s history, and a balanced day', { timeout: TEST_TIMEOUT }, async () => {
   assert.ok(placed.success && placed.refunded, 'the buyer tests must have placed their orders first');
   const { page, done } = await openPage(DESKTOP);
@@ -251,6 +279,51 @@ test('operator: both orders, the refunded one\'s history, and a balanced day', {
   assert.equal(await reconciliation.getAttribute('data-balanced'), 'true', await textOf(reconciliation));
   assert.equal(await textOf(page.getByTestId('recon-balanced')), 'balanced');
   await screenshot(page, 'operator.png');
+
+  // Statistics over the default range (the last 7 days): both orders, one delivered.
+  const stats = page.getByTestId('stats');
+  const shown = await readStats(page);
+  assert.ok(shown.placed >= 2, `placed ${shown.placed}`);
+  assert.ok(shown.funnel.placed >= 2, `funnel: ${JSON.stringify(shown.funnel)}`);
+  assert.ok(shown.funnel.paid >= 2, `funnel: ${JSON.stringify(shown.funnel)}`);
+  assert.ok(shown.funnel.delivered >= 1, `funnel: ${JSON.stringify(shown.funnel)}`);
+  assert.ok(shown.funnel.failed >= 1 && shown.funnel.refunded >= 1, `funnel: ${JSON.stringify(shown.funnel)}`);
+  assert.deepEqual(shown.hours.map((b) => b.hour), [...Array(24).keys()], 'the hour chart has one bar per hour, 0 to 23');
+  const perHour = shown.hours.reduce((sum, b) => sum + b.count, 0);
+  assert.equal(perHour, shown.funnel.placed, 'the hour bars add up to the orders placed');
+  assert.match(await textOf(stats.getByTestId('payment-success-rate')), /\d+(\.\d)?%/);
+  assert.match(await textOf(stats.getByTestId('topup-success-rate')), /\d+(\.\d)?%/);
+  assert.match(await textOf(stats.getByTestId('stats-amounts')), /Delivered\s*¥\d+\.\d{2}/);
+  assert.match(await textOf(stats.getByTestId('stats-latency')), /p50\s*\d+(\.\d+)? (ms|s|min)/);
+  const range = { from: await page.getByTestId('stats-from').inputValue(), to: await page.getByTestId('stats-to').inputValue() };
+  assert.match(range.from, /^\d{4}-\d{2}-\d{2}$/, 'the range picker shows the default range');
+  assert.equal(Math.round((Date.parse(range.to) - Date.parse(range.from)) / 86_400_000), 6, 'the default range is 7 days');
+
+  // A range with no orders: zero everywhere, still 24 bars. Then back to the default range.
+  await page.getByTestId('stats-from').fill('2001-01-01');
+  await page.getByTestId('stats-to').fill('2001-01-07');
+  await page.getByTestId('stats-apply').click();
+  await page.locator('[data-testid="stats"][data-from="2001-01-01"][data-to="2001-01-07"]').waitFor();
+  const empty = await readStats(page);
+  assert.equal(empty.placed, 0);
+  assert.equal(empty.hours.length, 24);
+  assert.ok(empty.hours.every((b) => b.count === 0));
+  assert.equal(await textOf(stats.getByTestId('payment-success-rate').locator('.v')), '—');
+  await page.getByTestId('stats-default').click();
+  await page.locator(`[data-testid="stats"][data-from="${range.from}"][data-to="${range.to}"]`).waitFor();
+  assert.equal((await readStats(page)).placed, shown.placed);
+
+  // The refunded order raised a top-up-failed alert; without a webhook it is only recorded.
+  const alert = await waitForAlert(page, `[data-testid="alert-row"][data-kind="topup_failed"][data-order-number="${placed.refunded}"]`);
+  assert.match(await textOf(alert), /not eligible/);
+  assert.equal(await alert.getAttribute('data-delivery'), 'disabled');
+  assert.equal(await textOf(alert.getByTestId('alert-delivery')), 'recorded (no webhook)');
+  // Its order number opens the order, as the orders list does.
+  await searchOrder(page, placed.success, 'success');
+  await openDetail(page, page.getByTestId('admin-order-row'), placed.success);
+  await alert.getByRole('button', { name: `Open order ${placed.refunded}` }).click();
+  await page.locator(`[data-testid="order-detail"][data-order-number="${placed.refunded}"]`).waitFor();
+  await screenshot(page, 'operator-stats.png');
   await done();
 
   // The operator view on a phone-sized screen does not overflow either.
@@ -259,6 +332,9 @@ test('operator: both orders, the refunded one\'s history, and a balanced day', {
   await gotoConsole(m, 'operator');
   row = await searchOrder(m, placed.refunded, 'refunded');
   await openDetail(m, row, placed.refunded);
+  await m.locator('[data-testid="stats"][data-placed]:not([aria-busy])').waitFor();
+  assert.equal(await m.getByTestId('orders-by-hour').locator('[data-hour]').count(), 24);
+  await m.getByTestId('alert-row').first().waitFor();
   await assertNoHorizontalOverflow(m, 'the operator view at 390 px');
   await screenshot(m, 'operator-mobile.png');
   await mobile.done();
