@@ -19,7 +19,15 @@ pub fn build_binaries() -> Binaries {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     for args in [["-p", "wxtopup", "--bin", "wxtopup"], ["-p", "bench", "--bin", "hello"]] {
         eprintln!("bench: cargo build --release {}", args.join(" "));
-        let status = Command::new(&cargo)
+        let mut command = Command::new(&cargo);
+        // `cargo run` hands the bench the package's CARGO_PKG_*, CARGO_MANIFEST_DIR, …; build scripts that
+        // watch those (ring does) would rebuild under this cargo, then again under the next plain one.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(set_by_cargo_run) {
+                command.env_remove(&name);
+            }
+        }
+        let status = command
             .args(["build", "--release", "--quiet"])
             .args(args)
             .current_dir(&root)
@@ -33,6 +41,21 @@ pub fn build_binaries() -> Binaries {
         assert!(binary.is_file(), "{} missing after the build", binary.display());
     }
     binaries
+}
+
+/// The variables `cargo run` sets for the program it runs, as opposed to those of the user's shell.
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 pub fn workspace_root() -> PathBuf {
