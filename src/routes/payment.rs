@@ -145,14 +145,9 @@ pub async fn handle_payment_callback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if state.settings.is_production() && !headers.contains_key(SOURCE_HEADER) {
-        tracing::warn!(order_number, "payment callback without X-WX-SOURCE refused");
-        metrics::counter!("payment_callbacks_total", "outcome" => "refused").increment(1);
-        return refuse(ApiError::UntrustedSource);
-    }
-    let body = match body {
+    let body = match platform_body(&state, &order_number, &headers, body, "payment") {
         Ok(body) => body,
-        Err(rejection) => return refuse(rejection.into()),
+        Err(refused) => return refuse(refused),
     };
     let delivery =
         CallbackDelivery { path_order_number: &order_number, headers: audited_headers(&headers), body: &body };
@@ -172,6 +167,23 @@ pub async fn handle_payment_callback(
         }
         Err(error) => callback_failure(&order_number, error),
     }
+}
+
+/// The body of a delivery from the platform, or the refusal to answer: in production a delivery without
+/// `X-WX-SOURCE` did not come through WeChat Cloud Hosting and changes nothing.
+fn platform_body(
+    state: &AppState,
+    order_number: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: &'static str,
+) -> Result<Bytes, ApiError> {
+    if state.settings.is_production() && !headers.contains_key(SOURCE_HEADER) {
+        tracing::warn!(order_number, kind, "callback without X-WX-SOURCE refused");
+        metrics::counter!("payment_callbacks_total", "outcome" => "refused").increment(1);
+        return Err(ApiError::UntrustedSource);
+    }
+    body.map_err(ApiError::from)
 }
 
 /// The platform redelivers on anything but errcode 0: used for what another delivery can fix.
@@ -207,13 +219,9 @@ pub async fn handle_refund_callback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if state.settings.is_production() && !headers.contains_key(SOURCE_HEADER) {
-        tracing::warn!(order_number, "refund callback without X-WX-SOURCE refused");
-        return refuse(ApiError::UntrustedSource);
-    }
-    let body = match body {
+    let body = match platform_body(&state, &order_number, &headers, body, "refund") {
         Ok(body) => body,
-        Err(rejection) => return refuse(rejection.into()),
+        Err(refused) => return refuse(refused),
     };
     let delivery =
         CallbackDelivery { path_order_number: &order_number, headers: audited_headers(&headers), body: &body };
