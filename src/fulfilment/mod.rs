@@ -158,11 +158,7 @@ impl Fulfiller {
     async fn claim(&self, seen: &order::Model) -> Result<bool, DbErr> {
         let now = now_utc();
         let lease_until = now + chrono_duration(self.inner.settings.lease);
-        let due = Condition::any().add(order::Column::Status.eq(OrderStatus::Paid.as_str())).add(
-            Condition::all()
-                .add(order::Column::Status.eq(OrderStatus::Recharging.as_str()))
-                .add(order::Column::LeaseExpiresAt.lte(now)),
-        );
+        let due = due_condition(now);
         let result = order::Entity::update_many()
             .col_expr(
                 order::Column::Status,
@@ -339,6 +335,15 @@ impl Fulfiller {
         }
         Ok(result.rows_affected)
     }
+}
+
+/// The SQL form of [`is_due`], for the claim's guard and the sweep's query.
+pub fn due_condition(now: chrono::NaiveDateTime) -> Condition {
+    Condition::any().add(order::Column::Status.eq(OrderStatus::Paid.as_str())).add(
+        Condition::all()
+            .add(order::Column::Status.eq(OrderStatus::Recharging.as_str()))
+            .add(order::Column::LeaseExpiresAt.lte(now)),
+    )
 }
 
 /// `paid`, or `recharging` whose lease has lapsed (a dead worker, or a retry whose time has come).

@@ -2,16 +2,15 @@
 //! come, and claims whose lease expired, and fulfils them with bounded concurrency.
 
 use futures::stream::{self, StreamExt};
-use sea_orm::sea_query::Condition;
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 use std::time::Instant;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::domain::{now_utc, OrderStatus};
+use crate::domain::now_utc;
 use crate::entities::order;
-use crate::fulfilment::FulfilOutcome;
+use crate::fulfilment::{due_condition, FulfilOutcome};
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
@@ -37,11 +36,7 @@ pub async fn run_once(state: &AppState) -> Result<SweepReport, DbErr> {
     let started = Instant::now();
     let settings = state.fulfiller.settings();
     let now = now_utc();
-    let due = Condition::any().add(order::Column::Status.eq(OrderStatus::Paid.as_str())).add(
-        Condition::all()
-            .add(order::Column::Status.eq(OrderStatus::Recharging.as_str()))
-            .add(order::Column::LeaseExpiresAt.lte(now)),
-    );
+    let due = due_condition(now);
     let numbers: Vec<String> = order::Entity::find()
         .select_only()
         .column(order::Column::OrderNumber)
