@@ -20,6 +20,10 @@ pub enum AlertKind {
     Anomaly,
     /// A top-up failed for good.
     TopUpFailed,
+    /// A top-up's outcome is still unknown after the attempt budget: an operator must settle it.
+    TopUpUnresolved,
+    /// WeChat refused a refund with `NOTENOUGH`: the merchant's balance must be topped up.
+    MerchantFundsLow,
     /// WeChat refused a refund for good, or it failed there.
     RefundFailed,
     /// The day's books do not balance for an order.
@@ -31,6 +35,8 @@ impl AlertKind {
         match self {
             AlertKind::Anomaly => "anomaly",
             AlertKind::TopUpFailed => "topup_failed",
+            AlertKind::TopUpUnresolved => "topup_unresolved",
+            AlertKind::MerchantFundsLow => "merchant_funds_low",
             AlertKind::RefundFailed => "refund_failed",
             AlertKind::ReconciliationMismatch => "reconciliation_mismatch",
         }
@@ -40,6 +46,8 @@ impl AlertKind {
         match self {
             AlertKind::Anomaly => "支付回调异常 / payment callback anomaly",
             AlertKind::TopUpFailed => "充值失败 / top-up failed",
+            AlertKind::TopUpUnresolved => "充值结果未知 / top-up outcome unknown",
+            AlertKind::MerchantFundsLow => "商户余额不足 / merchant balance too low for a refund",
             AlertKind::RefundFailed => "退款失败 / refund failed",
             AlertKind::ReconciliationMismatch => "对账不平 / books do not balance",
         }

@@ -11,21 +11,19 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::alerts::{AlertKind, Alerter};
+use crate::alerts::Alerter;
 use crate::config::{redact_url, Settings};
-use crate::entities::refund;
 use crate::error::ApiError;
-use crate::fulfilment::{provider_from_settings, FailureHook, Fulfiller};
+use crate::fulfilment::{provider_from_settings, Fulfiller};
 use crate::jobs;
 use crate::routes::{self, ApiDoc};
-use crate::services::refunds;
 use crate::telemetry;
 use crate::wechat::WechatPay;
 
 /// The platform refuses request bodies over 100 KiB; so does the service.
 const MAX_BODY_BYTES: usize = 100 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach: plain data. What happens after a change is `crate::lifecycle`'s.
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
@@ -33,73 +31,6 @@ pub struct AppState {
     pub wechat: WechatPay,
     pub fulfiller: Fulfiller,
     pub alerter: Alerter,
-}
-
-impl AppState {
-    /// Called by whoever moved the order to `paid`: fulfilment starts at once in the background and
-    /// never delays the caller. If this process dies first, the sweep finds the order.
-    pub fn order_paid(&self, order_number: &str) {
-        tracing::info!(order_number, "order paid; starting fulfilment");
-        self.fulfiller.spawn(order_number.to_string());
-    }
-
-    /// Submits and confirms an opened refund in the background; the reconciliation job finishes
-    /// whatever this does not.
-    pub fn refund_in_background(&self, refund: refund::Model) {
-        let state = self.clone();
-        tokio::spawn(async move {
-            let max = state.settings.lifecycle.refund_max_attempts;
-            match refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
-                Ok(done) => state.alert_if_refund_failed(&done),
-                Err(error) => {
-                    tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
-                }
-            }
-        });
-    }
-}
-
-impl AppState {
-    /// Raises the refund-failed alert when a refund ended `failed`.
-    pub fn alert_if_refund_failed(&self, refund: &refund::Model) {
-        if refund.status == refunds::status::FAILED {
-            let message = format!(
-                "refund {} of {} failed: {}",
-                refund.out_refund_no,
-                refund.amount,
-                refund.last_error.as_deref().unwrap_or("-")
-            );
-            self.alerter.raise(AlertKind::RefundFailed, &refund.order_number, &message);
-        }
-    }
-}
-
-/// After a top-up fails for good: the alert, and the automatic refund when `AUTO_REFUND_ON_FAILURE` is on.
-fn failure_hook(db: &DatabaseConnection, wechat: &WechatPay, settings: &Settings, alerter: &Alerter) -> FailureHook {
-    let auto_refund = settings.lifecycle.auto_refund_on_failure;
-    let (db, wechat, alerter, max) =
-        (db.clone(), wechat.clone(), alerter.clone(), settings.lifecycle.refund_max_attempts);
-    Arc::new(move |order_number: &str, reason: &str| {
-        alerter.raise(AlertKind::TopUpFailed, order_number, reason);
-        if !auto_refund {
-            return;
-        }
-        let (db, wechat, alerter, order_number) =
-            (db.clone(), wechat.clone(), alerter.clone(), order_number.to_string());
-        tokio::spawn(async move {
-            match refunds::refund_failed_top_up(&db, &wechat, &order_number, max).await {
-                Ok(Some(refund)) if refund.status == refunds::status::FAILED => {
-                    let message =
-                        format!("refund {} failed: {}", refund.out_refund_no, refund.last_error.unwrap_or_default());
-                    alerter.raise(AlertKind::RefundFailed, &order_number, &message);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(order_number, %error, "automatic refund not settled yet; reconciliation will retry");
-                }
-            }
-        });
-    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +64,7 @@ impl Application {
         let wechat = WechatPay::from_settings(&settings.wechat)?;
         let provider = provider_from_settings(&settings.topup)?;
         let alerter = Alerter::new(db.clone(), settings.alert_webhook_url.clone(), settings.alert_max_per_minute);
-        let on_failed = failure_hook(&db, &wechat, &settings, &alerter);
-        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone(), Some(on_failed));
+        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone());
         let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller, alerter };
         let port = state.settings.port;
         let listener =
@@ -246,6 +176,8 @@ pub fn router(state: AppState) -> Router {
         .route("/payment/refund-callback/{order_number}", post(routes::payment::handle_refund_callback))
         .route("/admin/orders/{order_number}/retry", post(routes::admin::retry_order))
         .route("/admin/orders/{order_number}/refund", post(routes::admin::refund_order))
+        .route("/admin/orders/{order_number}/mark-delivered", post(routes::admin::mark_delivered))
+        .route("/admin/refunds/{out_refund_no}/retry", post(routes::admin::retry_refund))
         .route("/admin/reconciliation", get(routes::admin::reconciliation))
         .route("/admin/alerts", get(routes::admin::list_alerts))
         .route("/admin/stats", get(routes::admin::get_stats))

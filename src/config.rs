@@ -53,6 +53,9 @@ pub struct LifecycleSettings {
     pub refresh_interval: Duration,
     /// Refund calls WeChat refuses before the refund is marked failed for an operator.
     pub refund_max_attempts: u32,
+    /// Backoff of a refund WeChat did not accept yet: base and cap.
+    pub refund_retry_base: Duration,
+    pub refund_retry_max: Duration,
     pub reconcile_cron: String,
 }
 
@@ -317,6 +320,8 @@ impl Settings {
             auto_refund_on_failure: parse_bool("AUTO_REFUND_ON_FAILURE", get("AUTO_REFUND_ON_FAILURE"), true)?,
             refresh_interval: Duration::from_secs(positive(&get, "REFRESH_MIN_INTERVAL_SECONDS", 5)?),
             refund_max_attempts: positive(&get, "REFUND_MAX_ATTEMPTS", 5)? as u32,
+            refund_retry_base: Duration::from_secs(positive(&get, "REFUND_RETRY_BASE_SECONDS", 60)?),
+            refund_retry_max: Duration::from_secs(positive(&get, "REFUND_RETRY_MAX_SECONDS", 3600)?),
             reconcile_cron: get("RECONCILE_CRON").unwrap_or_else(|| "30 * * * * *".into()),
         };
 

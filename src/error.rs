@@ -129,11 +129,28 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::OrderNotRetryable(status) => ApiError::Conflict {
                 code: "ORDER_NOT_RETRYABLE",
-                message: format!("order is {status}; only failed orders can be retried"),
+                message: format!("order is {status}; only failed or unresolved orders can be retried"),
+            },
+            ServiceError::OrderNotSettleable(status) => ApiError::Conflict {
+                code: "ORDER_NOT_UNRESOLVED",
+                message: format!("order is {status}; only unresolved orders can be marked delivered"),
             },
             ServiceError::OrderNotRefundable(status) => ApiError::Conflict {
                 code: "ORDER_NOT_REFUNDABLE",
                 message: format!("order is {status}; only paid orders that are not being delivered can be refunded"),
+            },
+            ServiceError::PartialRefundUndelivered => ApiError::Conflict {
+                code: "PARTIAL_REFUND_UNDELIVERED",
+                message: "an order that was not delivered can only be refunded whole".into(),
+            },
+            ServiceError::RefundNeedsProof => ApiError::Conflict {
+                code: "REFUND_NEEDS_PROOF",
+                message: "the carrier has not proved the top-up was not delivered; retry it, mark it delivered, or force the refund with a reason".into(),
+            },
+            ServiceError::RefundNotFound => ApiError::not_found("REFUND_NOT_FOUND", "refund not found"),
+            ServiceError::RefundNotRetryable(status) => ApiError::Conflict {
+                code: "REFUND_NOT_RETRYABLE",
+                message: format!("refund is {status}; only failed refunds can be retried"),
             },
             ServiceError::RefundAmount(left) => ApiError::bad_request(
                 "INVALID_REFUND_AMOUNT",
@@ -146,6 +163,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::Wechat(e) => ApiError::Wechat(e),
             ServiceError::Database(e) => from_db(e),
         }
+    }
+}
+
+impl From<crate::lifecycle::Interrupted> for ApiError {
+    fn from(_: crate::lifecycle::Interrupted) -> Self {
+        ApiError::Internal
     }
 }
 

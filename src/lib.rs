@@ -6,6 +6,7 @@ pub mod entities;
 pub mod error;
 pub mod fulfilment;
 pub mod jobs;
+pub mod lifecycle;
 pub mod routes;
 pub mod services;
 pub mod telemetry;

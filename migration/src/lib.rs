@@ -7,6 +7,7 @@ mod m20261123_000001_create_catalog_and_orders;
 mod m20261123_000002_add_fulfilment;
 mod m20261123_000003_add_refunds_and_reconciliation;
 mod m20261123_000004_create_alerts;
+mod m20261201_000005_add_attempt_budget_and_refund_retry;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_add_fulfilment::Migration),
             Box::new(m20261123_000003_add_refunds_and_reconciliation::Migration),
             Box::new(m20261123_000004_create_alerts::Migration),
+            Box::new(m20261201_000005_add_attempt_budget_and_refund_retry::Migration),
         ]
     }
 }

@@ -18,6 +18,13 @@ pub enum MoneyError {
 }
 
 impl Money {
+    pub const ZERO: Money = Money(Decimal::ZERO);
+
+    /// `self - other`, or zero when `other` is larger.
+    pub fn saturating_sub(self, other: Money) -> Money {
+        Money::from_stored(self.0.checked_sub(other.0).unwrap_or(Decimal::ZERO).max(Decimal::ZERO))
+    }
+
     /// Accepts a yuan amount. Trailing zeros beyond two decimals are fine (`1.500`), real sub-fen digits
     /// are not (`1.005`).
     pub fn from_yuan(yuan: Decimal) -> Result<Self, MoneyError> {

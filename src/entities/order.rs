@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::OrderStatus;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "orders")]
 pub struct Model {
@@ -12,7 +14,7 @@ pub struct Model {
     pub product_name: String,
     pub phone_number: String,
     pub amount: Decimal,
-    pub status: String,
+    pub status: OrderStatus,
     pub prepay_id: Option<String>,
     /// The `wx.requestPayment` parameters of the current prepay, as JSON.
     pub prepay_params: Option<String>,
@@ -47,6 +49,10 @@ pub struct Model {
     /// The last active payment query (rate limit for `?refresh=true`).
     pub last_queried_at: Option<DateTime>,
     pub closed_at: Option<DateTime>,
+    /// The claim number at the last operator retry: attempts used = `fulfil_attempts - budget_from`.
+    pub budget_from: i32,
+    /// When the attempt budget ran out without proof either way (`unresolved`).
+    pub unresolved_at: Option<DateTime>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

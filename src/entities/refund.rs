@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::RefundStatus;
+
 /// One refund of (part of) an order's payment. `out_refund_no` is fixed when the row is written, before
 /// WeChat is called, and reused on every retry.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -14,13 +16,14 @@ pub struct Model {
     pub reason: String,
     /// `operator`, `auto_failed` (the top-up failed), `auto_closed` (paid after the order closed).
     pub source: String,
-    /// `pending` (not accepted by WeChat yet), `submitted`, `success`, `failed`.
-    pub status: String,
+    pub status: RefundStatus,
     pub refund_id: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+    /// When a pending refund is sent again (backoff after a retryable refusal).
+    pub next_attempt_at: Option<DateTime>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -98,8 +98,11 @@ impl TopUpProvider for HttpProvider {
         let (status, bytes) = self.send(self.http.post(format!("{}/topups", self.base)).json(&body)).await?;
         match status {
             200..=299 => receipt(&bytes),
-            // A conflict on an idempotency key means the carrier already holds this reference.
-            409 => Err(ProviderError::Unknown(format!("carrier answered 409: {}", message_of(&bytes)))),
+            // A conflict on an idempotency key means the carrier already holds this reference; a
+            // request timeout or a rate limit says nothing about whether the top-up exists.
+            408 | 409 | 429 => {
+                Err(ProviderError::Unknown(format!("carrier answered {status}: {}", message_of(&bytes))))
+            }
             400..=499 => Err(ProviderError::Refused(format!("carrier answered {status}: {}", message_of(&bytes)))),
             code => Err(ProviderError::Unknown(format!("carrier answered HTTP {code}"))),
         }

@@ -1,12 +1,26 @@
 //! Exactly-once top-up delivery. Every function here is safe to call twice, from any number of tasks in
 //! any number of replicas:
-//! 1. an order is worked on only by the worker whose conditional `UPDATE` claimed it (a lease that
-//!    expires, so a dead worker is replaced);
-//! 2. every later write is guarded by `status = 'recharging' AND lease_owner = <me>`;
+//! 1. an order is worked on only by the worker whose conditional `UPDATE` claimed it: the claim bumps
+//!    the order's version (`fulfil_attempts`) and takes a lease that expires, so a dead worker is
+//!    replaced;
+//! 2. every later write is guarded by `status = 'recharging' AND lease_owner = <me> AND fulfil_attempts
+//!    = <my claim>`: a stale task, even of this same process, can never write over a newer claim;
 //! 3. once a submit may have reached the carrier (`submitted`), the next attempt queries the carrier by
-//!    reference and submits again only if the carrier has never heard of it.
+//!    reference and submits again only if the carrier has never heard of it;
+//! 4. only proof fails a top-up (see [`policy`]); an outcome still unknown when the budget runs out
+//!    leaves the order `unresolved`, queried on a capped backoff until it settles or an operator does.
+//!
+//! What happens after an outcome (the refund of a failed top-up, alerts) is decided in
+//! `crate::lifecycle`, not here.
+//!
+//! Lease times are this replica's clock compared with times other replicas wrote: replicas' clocks must
+//! agree to well under the lease's margin over twice the carrier timeout (30 s by default); cloud
+//! hosting's containers share the host's NTP-disciplined clock. A skew beyond that only lets a
+//! second worker query (and, if the carrier has not seen the reference yet, submit the same
+//! reference) early; the carrier's idempotency on the reference and guard 2 still hold.
 
 mod http;
+pub mod policy;
 mod provider;
 mod sandbox;
 
@@ -15,13 +29,16 @@ use rand::distr::Alphanumeric;
 use rand::Rng;
 use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{FulfilmentSettings, TopUpProviderKind, TopUpSettings};
 use crate::domain::{now_utc, OrderEvent, OrderStatus};
 use crate::entities::{fulfilment_attempt, order};
+use crate::lifecycle::transition;
+use policy::{Answer, Call, Step};
 
 pub use http::HttpProvider;
 pub use provider::{ProviderError, Receipt, TopUpProvider, TopUpRequest, TopUpState};
@@ -34,9 +51,12 @@ pub enum FulfilOutcome {
     Delivered,
     /// Outcome unknown or pending; the claim was given back until the next retry time.
     Retrying,
-    /// The carrier refused, or the attempts ran out; the order is `failed`.
-    Failed,
-    /// The order was not due, or another worker holds it.
+    /// The carrier proved the top-up was not delivered; the order is `failed` (with the reason).
+    Failed(String),
+    /// The budget ran out without proof either way; the order is `unresolved` (with the reason).
+    Unresolved(String),
+    /// The order was not due, another worker holds it, or the claim was lost before the result was
+    /// written.
     NotClaimed,
 }
 
@@ -52,7 +72,8 @@ pub fn provider_from_settings(settings: &TopUpSettings) -> Result<Arc<dyn TopUpP
     })
 }
 
-/// Delivers paid orders. Cheap to clone; all clones share one worker identity and task tracker.
+/// Delivers paid orders. Cheap to clone; all clones share one worker identity, one task tracker and one
+/// record of the carrier calls in flight.
 #[derive(Clone)]
 pub struct Fulfiller {
     inner: Arc<Inner>,
@@ -64,22 +85,46 @@ struct Inner {
     settings: FulfilmentSettings,
     worker: String,
     tasks: TaskTracker,
-    on_failed: Option<FailureHook>,
+    /// Orders whose carrier call is running in this process: their claims are never handed over.
+    calling: Mutex<HashSet<String>>,
 }
 
-/// Called with the order number and the reason after an order is marked `failed` (alert, refund).
-pub type FailureHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// Marks an order's carrier call as running for as long as it lives.
+struct CallInFlight<'a> {
+    calling: &'a Mutex<HashSet<String>>,
+    order_number: String,
+}
+
+impl<'a> CallInFlight<'a> {
+    fn start(calling: &'a Mutex<HashSet<String>>, order_number: &str) -> Self {
+        if let Ok(mut set) = calling.lock() {
+            set.insert(order_number.to_string());
+        }
+        CallInFlight { calling, order_number: order_number.to_string() }
+    }
+}
+
+impl Drop for CallInFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.calling.lock() {
+            set.remove(&self.order_number);
+        }
+    }
+}
+
+/// The claim an attempt holds: the order as claimed, and the facts its decisions rest on.
+struct Claim {
+    order: order::Model,
+    attempt: i32,
+    submitted_before: bool,
+}
 
 impl Fulfiller {
-    pub fn new(
-        db: DatabaseConnection,
-        provider: Arc<dyn TopUpProvider>,
-        settings: FulfilmentSettings,
-        on_failed: Option<FailureHook>,
-    ) -> Self {
+    pub fn new(db: DatabaseConnection, provider: Arc<dyn TopUpProvider>, settings: FulfilmentSettings) -> Self {
         let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(10).map(char::from).collect();
         let worker = format!("w-{suffix}");
-        Fulfiller { inner: Arc::new(Inner { db, provider, settings, worker, tasks: TaskTracker::new(), on_failed }) }
+        let inner = Inner { db, provider, settings, worker, tasks: TaskTracker::new(), calling: Mutex::default() };
+        Fulfiller { inner: Arc::new(inner) }
     }
 
     /// This instance's name in `lease_owner`.
@@ -91,45 +136,104 @@ impl Fulfiller {
         &self.inner.settings
     }
 
-    /// Starts fulfilling in the background (tracked, so shutdown can wait for it).
-    pub fn spawn(&self, order_number: String) {
-        let this = self.clone();
-        self.inner.tasks.spawn(async move {
-            if let Err(error) = this.fulfil_order(&order_number).await {
-                // The order stays due; the sweep picks it up.
-                tracing::error!(order_number, %error, "fulfilment interrupted by a database error");
-            }
-        });
+    /// Runs `work` in the background, tracked so shutdown waits for it.
+    pub fn track<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(work);
     }
 
-    /// Claims the order if it is due, then delivers it, retries it later, or fails it.
+    /// Claims the order if it is due, then delivers it, retries it later, fails it on proof, or leaves
+    /// it unresolved.
     pub async fn fulfil_order(&self, order_number: &str) -> Result<FulfilOutcome, DbErr> {
+        let span = tracing::info_span!("fulfilment.fulfil", order_number, attempt = tracing::field::Empty);
+        tracing::Instrument::instrument(self.fulfil(order_number), span).await
+    }
+
+    async fn fulfil(&self, order_number: &str) -> Result<FulfilOutcome, DbErr> {
         let db = &self.inner.db;
         let Some(seen) = order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await?
         else {
             return Ok(FulfilOutcome::NotClaimed);
         };
         // Status layer: an order already delivered, failed, or held by a live claim is left alone.
-        if !is_due(&seen, now_utc()) || !self.claim(&seen).await? {
+        if !is_due(&seen, now_utc()) {
             return Ok(FulfilOutcome::NotClaimed);
         }
-        let attempt = seen.fulfil_attempts + 1;
-        let order = order::Model { fulfil_attempts: attempt, ..seen };
-        let span = tracing::info_span!("fulfilment.fulfil", order_number, attempt);
-        let _guard = span.enter();
-
-        // The claim marked the order `submitted`; what matters is whether an earlier attempt had.
-        if order.submitted {
-            let started = Instant::now();
-            let answer = self.inner.provider.query(order_number).await;
-            self.record(order_number, attempt, "query", &query_label(&answer), started).await?;
-            match answer {
-                Ok(Some(receipt)) => return self.settle(&order, receipt).await,
-                Ok(None) => {} // never received: submitting is safe
-                Err(error) => return self.retry_or_fail(&order, &error.to_string()).await,
+        let Some(claim) = self.claim(&seen).await? else {
+            return Ok(FulfilOutcome::NotClaimed);
+        };
+        let mut call = policy::first_call(claim.submitted_before);
+        loop {
+            let answer = match call {
+                Call::Query => self.query(&claim).await?,
+                Call::Submit => self.submit(&claim).await?,
+            };
+            let (answer, message) = answer;
+            let used = u32::try_from(claim.attempt - claim.order.budget_from).unwrap_or(u32::MAX).max(1);
+            match policy::next_step(call, answer, used, self.inner.settings.max_attempts) {
+                Step::Submit => call = Call::Submit,
+                Step::Deliver => return self.deliver(&claim, message).await,
+                Step::Fail => {
+                    let reason = message.unwrap_or_else(|| "the carrier reported the top-up failed".into());
+                    return self.fail(&claim, &reason).await;
+                }
+                Step::RetryLater => return self.retry_later(&claim, used, &describe(answer, message)).await,
+                Step::Unresolved => return self.unresolved(&claim, used, &describe(answer, message)).await,
             }
         }
+    }
 
+    /// Layer two: one conditional UPDATE takes the order if it is still exactly as `seen` (the attempt
+    /// counter is its version) and due. Exactly one racer sees a row affected. The claim also records
+    /// `submitted` before the carrier is called, so a crash mid-call leaves "query first" behind.
+    async fn claim(&self, seen: &order::Model) -> Result<Option<Claim>, DbErr> {
+        let now = now_utc();
+        let attempt = seen.fulfil_attempts.saturating_add(1);
+        let lease_until = now + chrono_duration(self.inner.settings.lease);
+        let sets = vec![
+            (order::Column::LeaseOwner, Expr::value(self.worker())),
+            (order::Column::LeaseExpiresAt, Expr::value(lease_until)),
+            (order::Column::RechargeAt, Expr::value(seen.recharge_at.unwrap_or(now))),
+            (order::Column::FulfilAttempts, Expr::value(attempt)),
+            (order::Column::Submitted, Expr::value(true)),
+        ];
+        let guard =
+            Condition::all().add(order::Column::FulfilAttempts.eq(seen.fulfil_attempts)).add(due_condition(now));
+        if !transition(&self.inner.db, seen, OrderEvent::FulfilmentStarted, sets, guard).await?.won() {
+            return Ok(None);
+        }
+        let order = order::Model {
+            status: OrderStatus::Recharging,
+            fulfil_attempts: attempt,
+            lease_owner: Some(self.worker().to_string()),
+            submitted: true,
+            ..seen.clone()
+        };
+        tracing::Span::current().record("attempt", attempt);
+        Ok(Some(Claim { order, attempt, submitted_before: seen.submitted }))
+    }
+
+    async fn query(&self, claim: &Claim) -> Result<(Answer, Option<String>), DbErr> {
+        let number = &claim.order.order_number;
+        let started = Instant::now();
+        let answer = {
+            let _in_flight = CallInFlight::start(&self.inner.calling, number);
+            self.inner.provider.query(number).await
+        };
+        let (answer, message) = match answer {
+            Ok(Some(receipt)) => receipt_answer(receipt),
+            Ok(None) => (Answer::NeverReceived, None),
+            // A failed query proves nothing, whatever its status code.
+            Err(error) => (Answer::Unknown, Some(error.to_string())),
+        };
+        self.record(claim, "query", answer, message.as_deref(), started).await?;
+        Ok((answer, message))
+    }
+
+    async fn submit(&self, claim: &Claim) -> Result<(Answer, Option<String>), DbErr> {
+        let order = &claim.order;
         let request = TopUpRequest {
             reference: order.order_number.clone(),
             phone_number: order.phone_number.clone(),
@@ -138,170 +242,142 @@ impl Fulfiller {
             product_code: order.product_code.clone(),
         };
         let started = Instant::now();
-        let answer = self.inner.provider.submit(&request).await;
-        let label = match &answer {
-            Ok(receipt) => (state_label(receipt.state), receipt.message.clone()),
-            Err(ProviderError::Refused(m)) => ("refused", Some(m.clone())),
-            Err(ProviderError::Unknown(m)) => ("unknown", Some(m.clone())),
+        let answer = {
+            let _in_flight = CallInFlight::start(&self.inner.calling, &order.order_number);
+            self.inner.provider.submit(&request).await
         };
-        self.record(order_number, attempt, "submit", &label, started).await?;
-        match answer {
-            Ok(receipt) => self.settle(&order, receipt).await,
-            Err(ProviderError::Refused(message)) => self.fail(&order, &message).await,
-            Err(ProviderError::Unknown(message)) => self.retry_or_fail(&order, &message).await,
+        let (answer, message) = match answer {
+            Ok(receipt) => receipt_answer(receipt),
+            Err(ProviderError::Refused(m)) => (Answer::Refused, Some(m)),
+            Err(ProviderError::Unknown(m)) => (Answer::Unknown, Some(m)),
+        };
+        self.record(claim, "submit", answer, message.as_deref(), started).await?;
+        Ok((answer, message))
+    }
+
+    /// Moves the claimed order by `event`, only while this very claim still holds it.
+    async fn settle(
+        &self,
+        claim: &Claim,
+        event: OrderEvent,
+        sets: Vec<(order::Column, SimpleExpr)>,
+    ) -> Result<bool, DbErr> {
+        let guard = Condition::all()
+            .add(order::Column::LeaseOwner.eq(self.worker()))
+            .add(order::Column::FulfilAttempts.eq(claim.attempt));
+        let moved = transition(&self.inner.db, &claim.order, event, sets, guard).await?;
+        if !moved.won() {
+            tracing::warn!(?moved, "claim lost before the result was written; the next holder will query");
         }
+        Ok(moved.won())
     }
 
-    /// Layer two: one conditional UPDATE takes the order if it is still exactly as `seen` (the attempt
-    /// counter is its version) and due. Exactly one racer sees a row affected. The claim also records
-    /// `submitted` before the carrier is called, so a crash mid-call leaves "query first" behind.
-    async fn claim(&self, seen: &order::Model) -> Result<bool, DbErr> {
-        let now = now_utc();
-        let lease_until = now + chrono_duration(self.inner.settings.lease);
-        let due = due_condition(now);
-        let result = order::Entity::update_many()
-            .col_expr(
-                order::Column::Status,
-                Expr::value(next(OrderStatus::Paid, OrderEvent::FulfilmentStarted).as_str()),
-            )
-            .col_expr(order::Column::LeaseOwner, Expr::value(self.worker()))
-            .col_expr(order::Column::LeaseExpiresAt, Expr::value(lease_until))
-            .col_expr(order::Column::RechargeAt, Expr::value(seen.recharge_at.unwrap_or(now)))
-            .col_expr(order::Column::FulfilAttempts, Expr::value(seen.fulfil_attempts + 1))
-            .col_expr(order::Column::Submitted, Expr::value(true))
-            .col_expr(order::Column::UpdatedAt, Expr::value(now))
-            .filter(order::Column::OrderNumber.eq(&seen.order_number))
-            .filter(order::Column::FulfilAttempts.eq(seen.fulfil_attempts))
-            .filter(due)
-            .exec(&self.inner.db)
-            .await?;
-        Ok(result.rows_affected == 1)
-    }
-
-    /// Writes `sets` only while this worker still holds the order's claim.
-    async fn update_held(&self, order_number: &str, sets: Vec<(order::Column, SimpleExpr)>) -> Result<bool, DbErr> {
+    /// Writes `sets` on the order while this claim still holds it, without a status change.
+    async fn update_held(&self, claim: &Claim, sets: Vec<(order::Column, SimpleExpr)>) -> Result<bool, DbErr> {
         let mut update = order::Entity::update_many().col_expr(order::Column::UpdatedAt, Expr::value(now_utc()));
         for (column, value) in sets {
             update = update.col_expr(column, value);
         }
         let result = update
-            .filter(order::Column::OrderNumber.eq(order_number))
-            .filter(order::Column::Status.eq(OrderStatus::Recharging.as_str()))
+            .filter(order::Column::OrderNumber.eq(&claim.order.order_number))
+            .filter(order::Column::Status.eq(OrderStatus::Recharging))
             .filter(order::Column::LeaseOwner.eq(self.worker()))
+            .filter(order::Column::FulfilAttempts.eq(claim.attempt))
             .exec(&self.inner.db)
             .await?;
         if result.rows_affected == 0 {
-            tracing::warn!(order_number, "claim lost before the result was written; the next holder will query");
+            tracing::warn!("claim lost before the result was written; the next holder will query");
         }
         Ok(result.rows_affected == 1)
     }
 
-    async fn settle(&self, order: &order::Model, receipt: Receipt) -> Result<FulfilOutcome, DbErr> {
-        match receipt.state {
-            TopUpState::Delivered => self.deliver(order, receipt.provider_reference).await,
-            TopUpState::Failed => {
-                let message = receipt.message.unwrap_or_else(|| "carrier reported the top-up failed".into());
-                self.fail(order, &message).await
-            }
-            TopUpState::Pending => self.retry_or_fail(order, "carrier reports the top-up pending").await,
-        }
-    }
-
-    async fn deliver(&self, order: &order::Model, provider_reference: Option<String>) -> Result<FulfilOutcome, DbErr> {
-        let to = next(OrderStatus::Recharging, OrderEvent::FulfilmentSucceeded);
-        let written = self
-            .update_held(
-                &order.order_number,
-                vec![
-                    (order::Column::Status, Expr::value(to.as_str())),
-                    (order::Column::DeliveredAt, Expr::value(now_utc())),
-                    (order::Column::ProviderReference, Expr::value(provider_reference)),
-                    (order::Column::FailureReason, Expr::value(Option::<String>::None)),
-                    (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
-                    (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
-                ],
-            )
-            .await?;
-        if !written {
+    async fn deliver(&self, claim: &Claim, provider_reference: Option<String>) -> Result<FulfilOutcome, DbErr> {
+        let sets = vec![
+            (order::Column::DeliveredAt, Expr::value(now_utc())),
+            (order::Column::ProviderReference, Expr::value(provider_reference.map(|r| truncate(&r, 128)))),
+            (order::Column::FailureReason, Expr::value(Option::<String>::None)),
+            (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
+            (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
+        ];
+        if !self.settle(claim, OrderEvent::FulfilmentSucceeded, sets).await? {
             return Ok(FulfilOutcome::NotClaimed);
         }
-        tracing::info!(order_number = order.order_number, "top-up delivered");
+        tracing::info!("top-up delivered");
         Ok(FulfilOutcome::Delivered)
     }
 
-    async fn fail(&self, order: &order::Model, reason: &str) -> Result<FulfilOutcome, DbErr> {
-        let to = next(OrderStatus::Recharging, OrderEvent::FulfilmentFailed);
-        let written = self
-            .update_held(
-                &order.order_number,
-                vec![
-                    (order::Column::Status, Expr::value(to.as_str())),
-                    (order::Column::FailureReason, Expr::value(truncate(reason))),
-                    (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
-                    (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
-                ],
-            )
-            .await?;
-        if !written {
+    async fn fail(&self, claim: &Claim, reason: &str) -> Result<FulfilOutcome, DbErr> {
+        let sets = vec![
+            (order::Column::FailureReason, Expr::value(truncate(reason, 500))),
+            (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
+            (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
+        ];
+        if !self.settle(claim, OrderEvent::FulfilmentRefused, sets).await? {
             return Ok(FulfilOutcome::NotClaimed);
         }
-        tracing::error!(order_number = order.order_number, reason, "top-up failed for good");
-        if let Some(hook) = &self.inner.on_failed {
-            hook(&order.order_number, reason);
-        }
-        Ok(FulfilOutcome::Failed)
+        tracing::error!(reason, "top-up failed: the carrier proved it was not delivered");
+        Ok(FulfilOutcome::Failed(reason.to_string()))
     }
 
-    /// Gives the claim back until the next retry time, or fails the order when attempts are used up.
-    async fn retry_or_fail(&self, order: &order::Model, reason: &str) -> Result<FulfilOutcome, DbErr> {
-        let attempt = order.fulfil_attempts.max(1) as u32;
-        if attempt >= self.inner.settings.max_attempts {
-            return self.fail(order, &format!("gave up after {attempt} attempts: {reason}")).await;
-        }
-        let delay = retry_delay(attempt, &self.inner.settings, rand::rng().random_range(0.8..1.2));
-        let written = self
-            .update_held(
-                &order.order_number,
-                vec![
-                    (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
-                    (order::Column::LeaseExpiresAt, Expr::value(now_utc() + chrono_duration(delay))),
-                    (order::Column::FailureReason, Expr::value(truncate(reason))),
-                ],
-            )
-            .await?;
-        if !written {
+    /// The budget is used up without proof either way: hand the order to an operator, and keep asking
+    /// the carrier on the capped backoff.
+    async fn unresolved(&self, claim: &Claim, used: u32, reason: &str) -> Result<FulfilOutcome, DbErr> {
+        let next = now_utc() + chrono_duration(self.delay(used));
+        let reason = format!("outcome unknown after {used} attempts: {reason}");
+        let sets = vec![
+            (order::Column::FailureReason, Expr::value(truncate(&reason, 500))),
+            (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
+            (order::Column::LeaseExpiresAt, Expr::value(next)),
+            (order::Column::UnresolvedAt, Expr::value(claim.order.unresolved_at.unwrap_or_else(now_utc))),
+        ];
+        if !self.settle(claim, OrderEvent::FulfilmentUnresolved, sets).await? {
             return Ok(FulfilOutcome::NotClaimed);
         }
-        tracing::warn!(
-            order_number = order.order_number,
-            attempt,
-            retry_in_s = delay.as_secs(),
-            reason,
-            "top-up will be retried"
-        );
+        tracing::warn!(reason, "top-up unresolved; an operator must settle it, and the carrier is still asked");
+        Ok(FulfilOutcome::Unresolved(reason))
+    }
+
+    /// Gives the claim back until the next retry time.
+    async fn retry_later(&self, claim: &Claim, used: u32, reason: &str) -> Result<FulfilOutcome, DbErr> {
+        let delay = self.delay(used);
+        let sets = vec![
+            (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
+            (order::Column::LeaseExpiresAt, Expr::value(now_utc() + chrono_duration(delay))),
+            (order::Column::FailureReason, Expr::value(truncate(reason, 500))),
+        ];
+        if !self.update_held(claim, sets).await? {
+            return Ok(FulfilOutcome::NotClaimed);
+        }
+        tracing::warn!(retry_in_s = delay.as_secs(), reason, "top-up will be retried");
         Ok(FulfilOutcome::Retrying)
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let s = &self.inner.settings;
+        policy::backoff(attempt, s.retry_base, s.retry_max, rand::rng().random_range(0.8..1.2))
     }
 
     async fn record(
         &self,
-        order_number: &str,
-        attempt: i32,
+        claim: &Claim,
         action: &str,
-        (outcome, message): &(&str, Option<String>),
+        answer: Answer,
+        message: Option<&str>,
         started: Instant,
     ) -> Result<(), DbErr> {
         let latency = started.elapsed();
-        tracing::info!(order_number, attempt, action, outcome, latency_ms = latency.as_millis() as u64, "carrier call");
+        let outcome = answer_label(answer);
+        tracing::info!(action, outcome, latency_ms = latency.as_millis() as u64, "carrier call");
         let labels = [("action", action.to_string()), ("outcome", outcome.to_string())];
         metrics::counter!("fulfilment_attempts_total", &labels).increment(1);
         metrics::histogram!("carrier_call_duration_seconds", &labels[..1]).record(latency.as_secs_f64());
         fulfilment_attempt::ActiveModel {
-            order_number: Set(order_number.to_string()),
-            attempt: Set(attempt),
+            order_number: Set(claim.order.order_number.clone()),
+            attempt: Set(claim.attempt),
             action: Set(action.to_string()),
             outcome: Set(outcome.to_string()),
-            message: Set(message.as_deref().map(truncate)),
-            latency_ms: Set(latency.as_millis() as i64),
+            message: Set(message.map(|m| truncate(m, 500))),
+            latency_ms: Set(i64::try_from(latency.as_millis()).unwrap_or(i64::MAX)),
             worker: Set(self.worker().to_string()),
             created_at: Set(now_utc()),
             ..Default::default()
@@ -311,111 +387,105 @@ impl Fulfiller {
         Ok(())
     }
 
-    /// Stops taking work, waits up to `grace` for in-flight top-ups, then gives back the claims still
-    /// held so another replica takes them over at once (it will query before submitting).
+    /// Asks the carrier whether an order's top-up provably did not happen: it never received the
+    /// reference, or it reports the top-up failed. `Some(proof)` for an operator's refund of an
+    /// unresolved order; `None` when the carrier says otherwise or cannot be asked.
+    pub async fn proof_of_non_delivery(&self, order_number: &str) -> Option<String> {
+        let answer = {
+            let _in_flight = CallInFlight::start(&self.inner.calling, order_number);
+            self.inner.provider.query(order_number).await
+        };
+        tracing::info!(order_number, answer = ?answer.as_ref().map(|r| r.as_ref().map(|r| r.state)), "carrier asked for proof of non-delivery");
+        match answer {
+            Ok(None) => Some("the carrier never received the top-up".into()),
+            Ok(Some(receipt)) if receipt.state == TopUpState::Failed => {
+                Some(format!("the carrier reports the top-up failed: {}", receipt.message.unwrap_or_default()))
+            }
+            Ok(Some(_)) | Err(_) => None,
+        }
+    }
+
+    /// Stops taking work, waits up to `grace` for in-flight top-ups, then gives back the claims this
+    /// worker holds that are idle, so another replica takes them over at once (it will query first).
     pub async fn shutdown(&self, grace: Duration) -> Result<u64, DbErr> {
         self.inner.tasks.close();
         if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
-            tracing::warn!("in-flight top-ups did not finish in time; releasing their claims");
+            tracing::warn!("in-flight top-ups did not finish in time; their claims lapse on their own");
         }
         self.release_claims().await
     }
 
-    /// Expires every lease this worker holds.
+    /// Expires the leases this worker holds whose carrier call is not running ([`policy::may_release`]).
+    /// A claim whose call is still on the wire keeps its lease to its natural expiry, which outlasts the
+    /// call's timeout: handing it over now could put a second submit on the wire beside this one.
     pub async fn release_claims(&self) -> Result<u64, DbErr> {
+        let calling: Vec<String> = match self.inner.calling.lock() {
+            Ok(set) => set.iter().filter(|_| !policy::may_release(true)).cloned().collect(),
+            // A poisoned record of calls: release nothing rather than something in flight.
+            Err(_) => return Ok(0),
+        };
         let result = order::Entity::update_many()
             .col_expr(order::Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(order::Column::LeaseExpiresAt, Expr::value(now_utc()))
-            .filter(order::Column::Status.eq(OrderStatus::Recharging.as_str()))
+            .filter(order::Column::Status.eq(OrderStatus::Recharging))
             .filter(order::Column::LeaseOwner.eq(self.worker()))
+            .filter(order::Column::OrderNumber.is_not_in(calling))
             .exec(&self.inner.db)
             .await?;
         if result.rows_affected > 0 {
-            tracing::info!(released = result.rows_affected, "claims released");
+            tracing::info!(released = result.rows_affected, "idle claims released");
         }
         Ok(result.rows_affected)
     }
 }
 
+fn receipt_answer(receipt: Receipt) -> (Answer, Option<String>) {
+    match receipt.state {
+        TopUpState::Delivered => (Answer::Delivered, receipt.provider_reference),
+        TopUpState::Pending => (Answer::Pending, receipt.message),
+        TopUpState::Failed => (Answer::Refused, receipt.message),
+    }
+}
+
+fn answer_label(answer: Answer) -> &'static str {
+    match answer {
+        Answer::Delivered => "delivered",
+        Answer::Pending => "pending",
+        Answer::Refused => "refused",
+        Answer::NeverReceived => "not_found",
+        Answer::Unknown => "unknown",
+    }
+}
+
+fn describe(answer: Answer, message: Option<String>) -> String {
+    match (answer, message) {
+        (Answer::Pending, _) => "the carrier reports the top-up pending".into(),
+        (_, Some(message)) => message,
+        (answer, None) => format!("carrier answer {}", answer_label(answer)),
+    }
+}
+
 /// The SQL form of [`is_due`], for the claim's guard and the sweep's query.
 pub fn due_condition(now: chrono::NaiveDateTime) -> Condition {
-    Condition::any().add(order::Column::Status.eq(OrderStatus::Paid.as_str())).add(
+    Condition::any().add(order::Column::Status.eq(OrderStatus::Paid)).add(
         Condition::all()
-            .add(order::Column::Status.eq(OrderStatus::Recharging.as_str()))
+            .add(order::Column::Status.is_in([OrderStatus::Recharging, OrderStatus::Unresolved]))
             .add(order::Column::LeaseExpiresAt.lte(now)),
     )
 }
 
-/// `paid`, or `recharging` whose lease has lapsed (a dead worker, or a retry whose time has come).
+/// `paid`, or `recharging`/`unresolved` whose lease has lapsed (a dead worker, a retry whose time has
+/// come, the next query of an unresolved order).
 fn is_due(order: &order::Model, now: chrono::NaiveDateTime) -> bool {
-    order.status == OrderStatus::Paid.as_str()
-        || (order.status == OrderStatus::Recharging.as_str() && order.lease_expires_at.is_some_and(|t| t <= now))
-}
-
-fn next(from: OrderStatus, event: OrderEvent) -> OrderStatus {
-    // The edges used here exist in the state machine; its unit tests pin them.
-    from.apply(event).unwrap_or(from)
-}
-
-fn state_label(state: TopUpState) -> &'static str {
-    match state {
-        TopUpState::Delivered => "delivered",
-        TopUpState::Pending => "pending",
-        TopUpState::Failed => "failed",
-    }
-}
-
-fn query_label(answer: &Result<Option<Receipt>, ProviderError>) -> (&'static str, Option<String>) {
-    match answer {
-        Ok(Some(receipt)) => (state_label(receipt.state), receipt.message.clone()),
-        Ok(None) => ("not_found", None),
-        Err(error) => ("unknown", Some(error.to_string())),
-    }
-}
-
-/// Exponential backoff: `base · 2^(attempt-1)`, capped at `max`, times `jitter` (0.8–1.2 in use).
-pub fn retry_delay(attempt: u32, settings: &FulfilmentSettings, jitter: f64) -> Duration {
-    let exponential = settings.retry_base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-    exponential.min(settings.retry_max).mul_f64(jitter)
+    order.status == OrderStatus::Paid
+        || (matches!(order.status, OrderStatus::Recharging | OrderStatus::Unresolved)
+            && order.lease_expires_at.is_some_and(|t| t <= now))
 }
 
 fn chrono_duration(d: Duration) -> ChronoDuration {
     ChronoDuration::milliseconds(d.as_millis().min(i64::MAX as u128) as i64)
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().take(500).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> FulfilmentSettings {
-        FulfilmentSettings {
-            max_attempts: 6,
-            retry_base: Duration::from_secs(30),
-            retry_max: Duration::from_secs(600),
-            lease: Duration::from_secs(60),
-            concurrency: 8,
-            batch_size: 100,
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let s = settings();
-        assert_eq!(retry_delay(1, &s, 1.0), Duration::from_secs(30));
-        assert_eq!(retry_delay(2, &s, 1.0), Duration::from_secs(60));
-        assert_eq!(retry_delay(3, &s, 1.0), Duration::from_secs(120));
-        assert_eq!(retry_delay(10, &s, 1.0), Duration::from_secs(600));
-        assert_eq!(retry_delay(40, &s, 1.0), Duration::from_secs(600));
-    }
-
-    #[test]
-    fn jitter_scales_the_delay() {
-        let s = settings();
-        assert_eq!(retry_delay(1, &s, 0.8), Duration::from_secs(24));
-        assert_eq!(retry_delay(1, &s, 1.2), Duration::from_secs(36));
-    }
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
 }

@@ -22,8 +22,10 @@ pub struct SweepReport {
     pub succeeded: u64,
     /// Given back for a later retry.
     pub retried: u64,
-    /// Failed for good.
+    /// Failed on the carrier's proof (the refund follows).
     pub failed: u64,
+    /// Left (or kept) unresolved: the budget is used up and the outcome is still unknown.
+    pub unresolved: u64,
     /// Taken meanwhile by another worker or replica.
     pub skipped: u64,
     /// Interrupted by a database error (they stay due).
@@ -50,8 +52,8 @@ pub async fn run_once(state: &AppState) -> Result<SweepReport, DbErr> {
     let mut report = SweepReport { scanned: numbers.len() as u64, ..Default::default() };
     let outcomes: Vec<_> = stream::iter(numbers)
         .map(|number| {
-            let fulfiller = state.fulfiller.clone();
-            async move { fulfiller.fulfil_order(&number).await }
+            let state = state.clone();
+            async move { crate::lifecycle::fulfil(&state, &number).await }
         })
         .buffer_unordered(settings.concurrency)
         .collect()
@@ -60,7 +62,8 @@ pub async fn run_once(state: &AppState) -> Result<SweepReport, DbErr> {
         match outcome {
             Ok(FulfilOutcome::Delivered) => report.succeeded += 1,
             Ok(FulfilOutcome::Retrying) => report.retried += 1,
-            Ok(FulfilOutcome::Failed) => report.failed += 1,
+            Ok(FulfilOutcome::Failed(_)) => report.failed += 1,
+            Ok(FulfilOutcome::Unresolved(_)) => report.unresolved += 1,
             Ok(FulfilOutcome::NotClaimed) => report.skipped += 1,
             Err(error) => {
                 tracing::error!(%error, "sweep: fulfilment interrupted");

@@ -4,20 +4,20 @@
 //! update, and every WeChat call here is idempotent (same `out_trade_no`, same `out_refund_no`).
 
 use chrono::Duration;
-use sea_orm::sea_query::Condition;
+use sea_orm::sea_query::{Condition, Expr, NullOrdering, Order};
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::alerts::AlertKind;
 use crate::app::AppState;
-use crate::domain::{beijing_to_utc, beijing_today, now_utc, Money, OrderEvent, OrderStatus};
+use crate::domain::{beijing_today, now_utc, OrderEvent, OrderStatus, RefundStatus};
 use crate::entities::order;
-use crate::services::orders::transition;
-use crate::services::payments::{confirm_payment, Confirmation};
+use crate::lifecycle::{react, refund_policy, transition, Happened};
+use crate::services::payments::{confirm_from_query, record_anomaly, Confirmation, Finding};
 use crate::services::reconciliation::day_report;
-use crate::services::refunds::{self, status};
-use crate::wechat::{TradeState, WechatError};
+use crate::services::refunds;
+use crate::services::ServiceError;
 
 /// WeChat refuses `closeorder` within 5 minutes of the prepay.
 const CLOSE_NOT_BEFORE_MINUTES: i64 = 5;
@@ -36,6 +36,8 @@ pub struct ReconcileReport {
     pub refunds_opened: u64,
     /// Refunds that reached success in this pass.
     pub refunds_completed: u64,
+    /// Unpaid orders WeChat reports in a way that does not fit them (another amount, `REFUND`).
+    pub anomalies: u64,
     /// Orders of today and yesterday (UTC+8) whose books do not balance (each alerted once).
     pub mismatches: u64,
     pub errors: u64,
@@ -67,101 +69,128 @@ async fn reconcile_unpaid(state: &AppState, report: &mut ReconcileReport) -> Res
     let now = now_utc();
     let queried_before = now - duration(lifecycle.reconcile_grace);
     let expired_before = now - duration(lifecycle.order_expiry);
+    // Least recently asked first: an order WeChat keeps answering strangely (an anomaly) moves to the
+    // back instead of starving the others.
     let candidates = order::Entity::find()
-        .filter(order::Column::Status.eq(OrderStatus::Unpaid.as_str()))
+        .filter(order::Column::Status.eq(OrderStatus::Unpaid))
         .filter(
             Condition::any()
                 .add(order::Column::PrepayAt.lte(queried_before))
                 .add(order::Column::CreatedAt.lte(expired_before)),
         )
+        .order_by_with_nulls(order::Column::LastQueriedAt, Order::Asc, NullOrdering::First)
         .order_by_asc(order::Column::CreatedAt)
         .limit(state.settings.fulfilment.batch_size)
         .all(&state.db)
         .await?;
     for order in candidates {
-        let expired = order.created_at <= expired_before;
-        let Some(prepay_at) = order.prepay_at else {
-            // Never sent to WeChat: nothing to ask or close there.
-            if expired && close(state, &order.order_number).await? {
-                report.closed += 1;
-            }
-            continue;
-        };
-        report.queried += 1;
-        let truth = match state.wechat.query_order(&order.order_number).await {
-            Ok(truth) => truth,
-            Err(error) => {
-                tracing::warn!(order_number = order.order_number, %error, "reconcile: queryorder failed");
-                report.errors += 1;
-                continue;
-            }
-        };
-        let expected_fen = Money::from_stored(order.amount).to_fen();
-        match truth.trade_state {
-            TradeState::Success | TradeState::Refund if truth.total_fee == Some(expected_fen) => {
-                let transaction_id = truth.transaction_id.clone().unwrap_or_default();
-                let paid_at = truth.time_end.as_deref().and_then(beijing_to_utc).unwrap_or(now);
-                match confirm_payment(&state.db, &order, &transaction_id, paid_at).await {
-                    Ok(Confirmation::Paid) => {
-                        tracing::warn!(
-                            order_number = order.order_number,
-                            "payment found by query; its callback was lost or late"
-                        );
-                        report.recovered += 1;
-                        state.order_paid(&order.order_number);
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::error!(order_number = order.order_number, %error, "reconcile: could not record payment");
-                        report.errors += 1;
-                    }
-                }
-            }
-            TradeState::Success | TradeState::Refund => {
-                tracing::error!(order_number = order.order_number, total_fee = ?truth.total_fee, expected_fen, "queryorder amount differs from the order");
-                report.errors += 1;
-            }
-            TradeState::Closed | TradeState::Revoked | TradeState::PayError => {
-                report.closed += u64::from(close(state, &order.order_number).await?);
-            }
-            TradeState::NotPay | TradeState::UserPaying | TradeState::NotExist | TradeState::Other(_) if expired => {
-                if now - prepay_at < Duration::minutes(CLOSE_NOT_BEFORE_MINUTES) {
-                    continue;
-                }
-                match state.wechat.close_order(&order.order_number).await {
-                    Ok(()) => {}
-                    Err(WechatError::Business { err_code, .. })
-                        if err_code == "ORDERCLOSED" || err_code == "ORDERNOTEXIST" => {}
-                    Err(error) => {
-                        // ORDERPAID included: the next pass's query finds the payment.
-                        tracing::warn!(order_number = order.order_number, %error, "reconcile: closeorder failed");
-                        report.errors += 1;
-                        continue;
-                    }
-                }
-                if close(state, &order.order_number).await? {
-                    report.closed += 1;
-                }
-            }
-            _ => {} // still waiting for the user
+        if let Err(error) = reconcile_one(state, &order, now, expired_before, report).await {
+            tracing::error!(order_number = order.order_number, %error, "reconcile: could not settle the order");
+            report.errors += 1;
         }
     }
     Ok(())
 }
 
-/// `unpaid → closed`, guarded: a payment recorded meanwhile wins.
-async fn close(state: &AppState, order_number: &str) -> Result<bool, DbErr> {
-    let to = OrderStatus::Unpaid.apply(OrderEvent::Expired).unwrap_or(OrderStatus::Closed);
-    let closed = transition(
-        &state.db,
-        order_number,
-        &[OrderStatus::Unpaid],
-        to,
-        vec![(order::Column::ClosedAt, sea_orm::sea_query::Expr::value(now_utc()))],
-    )
-    .await?;
+async fn reconcile_one(
+    state: &AppState,
+    order: &order::Model,
+    now: chrono::NaiveDateTime,
+    expired_before: chrono::NaiveDateTime,
+    report: &mut ReconcileReport,
+) -> Result<(), ServiceError> {
+    let expired = order.created_at <= expired_before;
+    let Some(prepay_at) = order.prepay_at else {
+        // Never sent to WeChat: nothing to ask or close there. The close requires the prepay to be
+        // still absent, so a `/payment/create` storing one meanwhile wins.
+        if expired && close(state, order).await? {
+            report.closed += 1;
+        }
+        return Ok(());
+    };
+    report.queried += 1;
+    mark_queried(state, order, now).await?;
+    let truth = match state.wechat.query_order(&order.order_number).await {
+        Ok(truth) => truth,
+        Err(error) => {
+            tracing::warn!(order_number = order.order_number, %error, "reconcile: queryorder failed");
+            report.errors += 1;
+            return Ok(());
+        }
+    };
+    match confirm_from_query(&state.db, order, &truth).await? {
+        Finding::Confirmed(confirmation) => {
+            if matches!(confirmation, Confirmation::Paid) {
+                tracing::warn!(
+                    order_number = order.order_number,
+                    "payment found by query; its callback was lost or late"
+                );
+                report.recovered += 1;
+            }
+            react_to_confirmation(state, &order.order_number, confirmation);
+            return Ok(());
+        }
+        Finding::Anomaly(detail) => {
+            report.anomalies += 1;
+            record_anomaly(&state.db, &order.order_number, &detail).await?;
+            react(state, Happened::Anomaly { order_number: order.order_number.clone(), detail });
+            return Ok(());
+        }
+        Finding::NotPaid => {}
+    }
+    // Not paid. Close only an expired order, only after WeChat confirms the payment cannot happen any
+    // more (closeorder answers closed, already closed, or never existed); WeChat refuses within 5
+    // minutes of the prepay.
+    if !expired || now - prepay_at < Duration::minutes(CLOSE_NOT_BEFORE_MINUTES) {
+        return Ok(());
+    }
+    match state.wechat.close_order(&order.order_number).await {
+        Ok(outcome) if outcome.cannot_be_paid() => {
+            if close(state, order).await? {
+                report.closed += 1;
+            }
+        }
+        // ORDERPAID: the next pass's query finds the payment.
+        Ok(outcome) => tracing::warn!(order_number = order.order_number, ?outcome, "reconcile: not closed"),
+        Err(error) => {
+            tracing::warn!(order_number = order.order_number, %error, "reconcile: closeorder failed");
+            report.errors += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Passes what recording a payment did on to the lifecycle.
+fn react_to_confirmation(state: &AppState, order_number: &str, confirmation: Confirmation) {
+    let order_number = order_number.to_string();
+    match confirmation {
+        Confirmation::Paid => react(state, Happened::Paid { order_number }),
+        Confirmation::LatePayment(refund) => react(state, Happened::LatePayment(refund)),
+        Confirmation::SecondPayment(detail) => react(state, Happened::Anomaly { order_number, detail }),
+        Confirmation::Duplicate => {}
+    }
+}
+
+async fn mark_queried(state: &AppState, order: &order::Model, now: chrono::NaiveDateTime) -> Result<(), DbErr> {
+    order::Entity::update_many()
+        .col_expr(order::Column::LastQueriedAt, Expr::value(now))
+        .filter(order::Column::Id.eq(order.id))
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}
+
+/// `unpaid → closed`, guarded on the prepay the decision saw: a payment recorded meanwhile wins, and
+/// so does a prepay stored meanwhile (it must be closed at WeChat first).
+async fn close(state: &AppState, order: &order::Model) -> Result<bool, DbErr> {
+    let guard = match order.prepay_at {
+        Some(at) => Condition::all().add(order::Column::PrepayAt.eq(at)),
+        None => Condition::all().add(order::Column::PrepayAt.is_null()),
+    };
+    let sets = vec![(order::Column::ClosedAt, Expr::value(now_utc()))];
+    let closed = transition(&state.db, order, OrderEvent::Expired, sets, guard).await?.won();
     if closed {
-        tracing::info!(order_number, "order closed unpaid");
+        tracing::info!(order_number = order.order_number, "order closed unpaid");
     }
     Ok(closed)
 }
@@ -174,21 +203,21 @@ async fn refund_failed_top_ups(state: &AppState, report: &mut ReconcileReport) -
     let failed: Vec<String> = order::Entity::find()
         .select_only()
         .column(order::Column::OrderNumber)
-        .filter(order::Column::Status.eq(OrderStatus::Failed.as_str()))
+        .filter(order::Column::Status.eq(OrderStatus::Failed))
         .filter(order::Column::RefundSeq.eq(0))
         .limit(state.settings.fulfilment.batch_size)
         .into_tuple()
         .all(&state.db)
         .await?;
+    let policy = refund_policy(state);
     for number in failed {
-        let max = state.settings.lifecycle.refund_max_attempts;
-        match refunds::refund_failed_top_up(&state.db, &state.wechat, &number, max).await {
+        match refunds::refund_failed_top_up(&state.db, &state.wechat, &number, &policy).await {
             Ok(Some(refund)) => {
                 report.refunds_opened += 1;
-                if refund.status == status::SUCCESS {
+                if refund.status == RefundStatus::Success {
                     report.refunds_completed += 1;
                 }
-                state.alert_if_refund_failed(&refund);
+                react(state, Happened::Refund(refund));
             }
             Ok(None) => {}
             Err(error) => {
@@ -201,11 +230,15 @@ async fn refund_failed_top_ups(state: &AppState, report: &mut ReconcileReport) -
 }
 
 async fn drive_refunds(state: &AppState, report: &mut ReconcileReport) -> Result<(), DbErr> {
-    let max = state.settings.lifecycle.refund_max_attempts;
-    for refund in refunds::open_refunds(&state.db, state.settings.fulfilment.batch_size).await? {
-        match refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
-            Ok(done) if done.status == status::SUCCESS => report.refunds_completed += 1,
-            Ok(done) => state.alert_if_refund_failed(&done),
+    let policy = refund_policy(state);
+    for refund in refunds::due_refunds(&state.db, state.settings.fulfilment.batch_size).await? {
+        match refunds::drive_refund(&state.db, &state.wechat, &refund, &policy).await {
+            Ok(done) => {
+                if done.status == RefundStatus::Success {
+                    report.refunds_completed += 1;
+                }
+                react(state, Happened::Refund(done));
+            }
             Err(error) => {
                 tracing::warn!(out_refund_no = refund.out_refund_no, %error, "reconcile: refund not settled yet");
                 report.errors += 1;

@@ -15,9 +15,12 @@ use crate::entities::{fulfilment_attempt, order, payment_event, refund};
 use crate::error::{from_db, ApiError, ErrorBody};
 use crate::jobs::compensate::{self, SweepReport};
 use crate::jobs::reconcile::{self, ReconcileReport};
+use crate::lifecycle::{self, Happened};
 use crate::services::admin::{self, OrderFilter};
+use crate::services::orders as services_orders;
 use crate::services::reconciliation::day_report;
 use crate::services::refunds::{self, RefundSource};
+use crate::services::ServiceError;
 
 /// An operator: `Authorization: Bearer <ADMIN_TOKEN>`. Without a configured token the admin surface
 /// does not exist (404), so a forgotten token cannot leave it open.
@@ -178,7 +181,7 @@ pub struct AdminOrderPage {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct AdminOrdersQuery {
-    /// `unpaid`, `paid`, `recharging`, `success`, `failed`, `refunding`, `refunded`, `closed`.
+    /// `unpaid`, `paid`, `recharging`, `success`, `failed`, `unresolved`, `refunding`, `refunded`, `closed`.
     pub status: Option<String>,
     /// `true`: only orders with a payment anomaly.
     pub anomaly: Option<bool>,
@@ -238,15 +241,15 @@ pub async fn get_order(
     }))
 }
 
-/// Puts a `failed` order back in line for delivery and starts it. The carrier is queried before any
-/// new submit, so a retry never delivers twice.
+/// Puts a `failed` or `unresolved` order back in line for delivery and starts it, with a fresh attempt
+/// budget. The carrier is queried before any new submit, so a retry never delivers twice.
 #[utoipa::path(post, path = "/admin/orders/{orderNumber}/retry", tag = "admin", security(("admin" = [])),
     params(("orderNumber" = String, Path)),
     responses(
         (status = 200, description = "The order, due again", body = AdminOrderResponse),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`ORDER_NOT_RETRYABLE`: only failed orders", body = ErrorBody),
+        (status = 409, description = "`ORDER_NOT_RETRYABLE`: only failed or unresolved orders; `ORDER_CHANGED`", body = ErrorBody),
     ))]
 pub async fn retry_order(
     State(state): State<AppState>,
@@ -254,7 +257,7 @@ pub async fn retry_order(
     ApiPath(order_number): ApiPath<String>,
 ) -> Result<Json<AdminOrderResponse>, ApiError> {
     let order = admin::retry_order(&state.db, &order_number).await?;
-    state.fulfiller.spawn(order.order_number.clone());
+    lifecycle::react(&state, Happened::RetryRequested { order_number: order.order_number.clone() });
     Ok(Json(order.try_into()?))
 }
 
@@ -275,9 +278,76 @@ pub struct RefundOrderRequest {
     /// Shown to the payer by WeChat (at most 80 characters are sent).
     #[schema(example = "customer asked to cancel")]
     pub reason: String,
-    /// Yuan; all that is left to refund when omitted.
+    /// Yuan; all that is left to refund when omitted. Only delivered or failed orders can be refunded
+    /// in part.
     #[schema(value_type = Option<String>, example = "5.00")]
     pub amount: Option<rust_decimal::Decimal>,
+    /// For an `unresolved` order only: refund even though the carrier has not proved the top-up failed
+    /// (the operator checked another way). Recorded with the reason. Without it, the carrier is asked
+    /// and the refund goes ahead only if it never received the top-up or reports it failed.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkDeliveredRequest {
+    /// How the operator knows the top-up arrived (kept on the order).
+    #[schema(example = "carrier portal shows transaction 88123 delivered")]
+    pub note: String,
+}
+
+/// Settles an `unresolved` order as delivered, once the operator has checked with the carrier.
+#[utoipa::path(post, path = "/admin/orders/{orderNumber}/mark-delivered", tag = "admin", security(("admin" = [])),
+    params(("orderNumber" = String, Path)),
+    request_body = MarkDeliveredRequest,
+    responses(
+        (status = 200, description = "The order, now `success`", body = AdminOrderResponse),
+        (status = 400, description = "`INVALID_REQUEST`: note is empty", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`ORDER_NOT_UNRESOLVED` or `ORDER_CHANGED`", body = ErrorBody),
+        (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
+    ))]
+pub async fn mark_delivered(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(order_number): ApiPath<String>,
+    ApiJson(request): ApiJson<MarkDeliveredRequest>,
+) -> Result<Json<AdminOrderResponse>, ApiError> {
+    let note = request.note.trim().chars().take(400).collect::<String>();
+    if note.is_empty() {
+        return Err(ApiError::bad_request("INVALID_REQUEST", "note is required"));
+    }
+    let order = admin::mark_delivered(&state.db, &order_number, &note).await?;
+    Ok(Json(order.try_into()?))
+}
+
+/// Sends a `failed` refund again under the same `out_refund_no`, after asking WeChat where it stands
+/// (it may have happened after all). The amount stays counted against the order throughout.
+#[utoipa::path(post, path = "/admin/refunds/{outRefundNo}/retry", tag = "admin", security(("admin" = [])),
+    params(("outRefundNo" = String, Path)),
+    responses(
+        (status = 200, description = "The refund, as far as it got", body = RefundResponse),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 404, description = "`REFUND_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`REFUND_NOT_RETRYABLE`: only failed refunds", body = ErrorBody),
+        (status = 502, description = "`WECHAT_ERROR`: WeChat could not be asked; nothing changed", body = ErrorBody),
+    ))]
+pub async fn retry_refund(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(out_refund_no): ApiPath<String>,
+) -> Result<Json<RefundResponse>, ApiError> {
+    let task_state = state.clone();
+    let refund = lifecycle::to_completion(async move {
+        let policy = lifecycle::refund_policy(&task_state);
+        let refund = refunds::retry_refund(&task_state.db, &task_state.wechat, &out_refund_no, &policy).await?;
+        lifecycle::react(&task_state, Happened::Refund(refund.clone()));
+        Ok::<_, crate::services::ServiceError>(refund)
+    })
+    .await??;
+    Ok(Json(refund.into()))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -306,7 +376,7 @@ impl From<refund::Model> for RefundResponse {
             amount: Money::from_stored(r.amount).to_string(),
             reason: r.reason,
             source: r.source,
-            status: r.status,
+            status: r.status.to_string(),
             refund_id: r.refund_id,
             attempts: r.attempts,
             last_error: r.last_error,
@@ -326,7 +396,7 @@ impl From<refund::Model> for RefundResponse {
         (status = 400, description = "`INVALID_REFUND_AMOUNT`: zero, sub-fen, or more than is left", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, refunded, closed) or `ORDER_CHANGED`", body = ErrorBody),
+        (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, refunded, closed, or paid with a submit that may have reached the carrier), `PARTIAL_REFUND_UNDELIVERED`, `REFUND_NEEDS_PROOF` (unresolved, the carrier has not proved non-delivery, no `force`), or `ORDER_CHANGED`", body = ErrorBody),
         (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
     ))]
 pub async fn refund_order(
@@ -341,28 +411,42 @@ pub async fn refund_order(
         }
         None => None,
     };
-    let reason = request.reason.trim();
+    let reason = request.reason.trim().to_string();
     if reason.is_empty() {
         return Err(ApiError::bad_request("INVALID_REQUEST", "reason is required"));
     }
-    let refund = refunds::open_refund(&state.db, &order_number, amount, reason, RefundSource::Operator).await?;
-    let max = state.settings.lifecycle.refund_max_attempts;
-    // A WeChat failure here is not the caller's error: the refund is open and will be retried.
-    let refund = match refunds::drive_refund(&state.db, &state.wechat, &refund, max).await {
-        Ok(done) => {
-            state.alert_if_refund_failed(&done);
-            done
-        }
-        Err(error) => {
-            tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
-            refunds::refunds_of(&state.db, &order_number)
-                .await
-                .map_err(from_db)?
-                .into_iter()
-                .find(|r| r.id == refund.id)
-                .unwrap_or(refund)
-        }
-    };
+    // Opening the refund and its first submit finish even if the operator's browser hangs up.
+    let task_state = state.clone();
+    let refund = lifecycle::to_completion(async move {
+        let db = &task_state.db;
+        let order = services_orders::find_by_number(db, &order_number).await?.ok_or(ServiceError::OrderNotFound)?;
+        let refund = if order.status == OrderStatus::Unresolved {
+            if amount.is_some_and(|a| a < Money::from_stored(order.amount)) {
+                return Err(ServiceError::PartialRefundUndelivered);
+            }
+            let proof = if request.force {
+                format!("forced by an operator: {reason}")
+            } else {
+                let proof = task_state.fulfiller.proof_of_non_delivery(&order_number).await;
+                format!("{}: {reason}", proof.ok_or(ServiceError::RefundNeedsProof)?)
+            };
+            refunds::open_unresolved_refund(db, &order, &proof).await?
+        } else {
+            refunds::open_refund(db, &order_number, amount, &reason, RefundSource::Operator).await?
+        };
+        let policy = lifecycle::refund_policy(&task_state);
+        // A WeChat failure here is not the caller's error: the refund is open and will be retried.
+        let refund = match refunds::drive_refund(db, &task_state.wechat, &refund, &policy).await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
+                refunds::refunds_of(db, &order_number).await?.into_iter().find(|r| r.id == refund.id).unwrap_or(refund)
+            }
+        };
+        lifecycle::react(&task_state, Happened::Refund(refund.clone()));
+        Ok(refund)
+    })
+    .await??;
     Ok(Json(refund.into()))
 }
 

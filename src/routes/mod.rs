@@ -40,6 +40,8 @@ use crate::error::ErrorBody;
         admin::get_order,
         admin::retry_order,
         admin::refund_order,
+        admin::mark_delivered,
+        admin::retry_refund,
         admin::reconciliation,
         admin::run_compensation,
         admin::run_reconciliation,

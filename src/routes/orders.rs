@@ -11,8 +11,9 @@ use crate::app::AppState;
 use crate::domain::{Money, OrderStatus, PhoneNumber};
 use crate::entities::order;
 use crate::error::{ApiError, ErrorBody};
-use crate::services::payments::{self, Confirmation};
-use crate::services::{orders, stored_status};
+use crate::lifecycle;
+use crate::services::orders;
+use crate::services::payments;
 
 const MAX_PAGE_SIZE: u64 = 100;
 const DEFAULT_PAGE_SIZE: u64 = 20;
@@ -36,6 +37,9 @@ pub enum OrderStatusDto {
     Recharging,
     Success,
     Failed,
+    /// The carrier has not said whether the top-up arrived; it is still being asked, and an operator
+    /// settles it. Not refunded unless the carrier proves it failed.
+    Unresolved,
     Refunding,
     Refunded,
     Closed,
@@ -49,6 +53,7 @@ impl From<OrderStatus> for OrderStatusDto {
             OrderStatus::Recharging => OrderStatusDto::Recharging,
             OrderStatus::Success => OrderStatusDto::Success,
             OrderStatus::Failed => OrderStatusDto::Failed,
+            OrderStatus::Unresolved => OrderStatusDto::Unresolved,
             OrderStatus::Refunding => OrderStatusDto::Refunding,
             OrderStatus::Refunded => OrderStatusDto::Refunded,
             OrderStatus::Closed => OrderStatusDto::Closed,
@@ -82,7 +87,7 @@ impl TryFrom<order::Model> for OrderResponse {
     type Error = ApiError;
     fn try_from(o: order::Model) -> Result<Self, ApiError> {
         Ok(OrderResponse {
-            status: stored_status(&o.status).map_err(crate::error::from_db)?.into(),
+            status: o.status.into(),
             order_number: o.order_number,
             product_id: o.product_id,
             product_name: o.product_name,
@@ -201,12 +206,18 @@ pub async fn get_order(
 ) -> Result<Json<OrderResponse>, ApiError> {
     let mut order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
     if query.refresh == Some(true) {
-        let interval = state.settings.lifecycle.refresh_interval;
-        match payments::refresh_payment(&state.db, &state.wechat, &order, interval).await? {
-            Some(Confirmation::Paid) => state.order_paid(&order.order_number),
-            Some(Confirmation::LatePayment(refund)) => state.refund_in_background(refund),
-            _ => {}
-        }
+        // Recording a payment found now and starting its top-up finish even if the buyer hangs up.
+        let task_state = state.clone();
+        let seen = order.clone();
+        lifecycle::to_completion(async move {
+            let interval = task_state.settings.lifecycle.refresh_interval;
+            let finding = payments::refresh_payment(&task_state.db, &task_state.wechat, &seen, interval).await?;
+            if let Some(finding) = finding {
+                lifecycle::react_to_finding(&task_state, &seen.order_number, finding).await?;
+            }
+            Ok::<_, crate::services::ServiceError>(())
+        })
+        .await??;
         order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
     }
     Ok(Json(order.try_into()?))

@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath};
 use super::identity::{client_ip, Caller, SOURCE_HEADER};
-use crate::alerts::AlertKind;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome};
+use crate::lifecycle::{self, Happened};
+use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome, Confirmation};
 use crate::services::refunds;
 use crate::wechat::PaymentParams;
 
@@ -149,23 +149,40 @@ pub async fn handle_payment_callback(
         Ok(body) => body,
         Err(refused) => return refuse(refused),
     };
-    let delivery =
-        CallbackDelivery { path_order_number: &order_number, headers: audited_headers(&headers), body: &body };
-    let check = CallbackCheck {
-        mch_id: state.settings.wechat.mch_id.as_deref(),
-        verify: state.settings.lifecycle.callback_verify,
-    };
-    match payments::record_payment(&state.db, &state.wechat, &check, delivery).await {
-        Ok(outcome) => {
-            match outcome {
-                CallbackOutcome::Accepted => state.order_paid(&order_number),
-                CallbackOutcome::LatePayment(refund) => state.refund_in_background(refund),
-                CallbackOutcome::Anomaly(detail) => state.alerter.raise(AlertKind::Anomaly, &order_number, &detail),
-                _ => {}
+    // Storing the delivery, deciding it and starting what follows finish even if the platform hangs
+    // up: a cancelled handler would leave the delivery `received` and a paid order never fulfilled.
+    let task_state = state.clone();
+    let headers = audited_headers(&headers);
+    let path_order_number = order_number.clone();
+    let handled = lifecycle::to_completion(async move {
+        let state = task_state;
+        let delivery = CallbackDelivery { path_order_number: &path_order_number, headers, body: &body };
+        let check = CallbackCheck {
+            mch_id: state.settings.wechat.mch_id.as_deref(),
+            verify: state.settings.lifecycle.callback_verify,
+        };
+        let outcome = payments::record_payment(&state.db, &state.wechat, &check, delivery).await?;
+        let order_number = path_order_number.clone();
+        match outcome {
+            CallbackOutcome::Confirmed(Confirmation::Paid) => lifecycle::react(&state, Happened::Paid { order_number }),
+            CallbackOutcome::Confirmed(Confirmation::LatePayment(refund)) => {
+                lifecycle::react(&state, Happened::LatePayment(refund))
             }
-            acknowledge()
+            CallbackOutcome::Confirmed(Confirmation::SecondPayment(detail)) | CallbackOutcome::Anomaly(detail) => {
+                lifecycle::react(&state, Happened::Anomaly { order_number, detail })
+            }
+            CallbackOutcome::Confirmed(Confirmation::Duplicate)
+            | CallbackOutcome::NotSuccess
+            | CallbackOutcome::Contradicted
+            | CallbackOutcome::UnknownOrder => {}
         }
-        Err(error) => callback_failure(&order_number, error),
+        Ok::<_, CallbackError>(())
+    })
+    .await;
+    match handled {
+        Ok(Ok(())) => acknowledge(),
+        Ok(Err(error)) => callback_failure(&order_number, error),
+        Err(interrupted) => refuse(interrupted.into()),
     }
 }
 
@@ -193,6 +210,14 @@ fn callback_failure(order_number: &str, error: CallbackError) -> Response {
         CallbackError::Unconfirmed(error) => {
             tracing::error!(order_number, %error, "callback could not be confirmed; asking for redelivery");
             refuse(ApiError::Wechat(error))
+        }
+        CallbackError::Unprocessable(detail) => {
+            tracing::error!(
+                order_number,
+                detail,
+                "callback cannot be processed; acknowledged so it is not redelivered"
+            );
+            acknowledge()
         }
         CallbackError::Database(error) => {
             tracing::error!(order_number, %error, "callback not recorded; asking for redelivery");
@@ -223,11 +248,18 @@ pub async fn handle_refund_callback(
         Ok(body) => body,
         Err(refused) => return refuse(refused),
     };
-    let delivery =
-        CallbackDelivery { path_order_number: &order_number, headers: audited_headers(&headers), body: &body };
-    match refunds::record_refund_notification(&state.db, &state.wechat, delivery).await {
-        Ok(()) => acknowledge(),
-        Err(error) => callback_failure(&order_number, error),
+    let task_state = state.clone();
+    let headers = audited_headers(&headers);
+    let path_order_number = order_number.clone();
+    let handled = lifecycle::to_completion(async move {
+        let delivery = CallbackDelivery { path_order_number: &path_order_number, headers, body: &body };
+        refunds::record_refund_notification(&task_state.db, &task_state.wechat, delivery).await
+    })
+    .await;
+    match handled {
+        Ok(Ok(())) => acknowledge(),
+        Ok(Err(error)) => callback_failure(&order_number, error),
+        Err(interrupted) => refuse(interrupted.into()),
     }
 }
 

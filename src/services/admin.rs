@@ -1,12 +1,13 @@
 //! What operators need: every order, its whole history, and a way to put a failed top-up back in line.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
-use super::orders::{find_by_number, transition};
-use super::{stored_status, ServiceError};
+use super::orders::find_by_number;
+use super::ServiceError;
 use crate::domain::{OrderEvent, OrderStatus};
 use crate::entities::{fulfilment_attempt, order, payment_event, refund};
+use crate::lifecycle::{transition, Moved};
 
 /// Which orders an operator wants to see.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +26,7 @@ pub async fn list_orders(
 ) -> Result<(Vec<order::Model>, u64), ServiceError> {
     let mut query = order::Entity::find().order_by_desc(order::Column::CreatedAt).order_by_desc(order::Column::Id);
     if let Some(status) = filter.status {
-        query = query.filter(order::Column::Status.eq(status.as_str()));
+        query = query.filter(order::Column::Status.eq(status));
     }
     if filter.anomalies_only {
         query = query.filter(order::Column::Anomaly.is_not_null());
@@ -67,31 +68,51 @@ pub async fn order_history(db: &impl ConnectionTrait, order_number: &str) -> Res
     Ok(OrderHistory { order, payment_events, attempts, refunds })
 }
 
-/// Makes a `failed` order due again with a fresh attempt budget. The carrier is still queried before
-/// any new submit (the `submitted` mark stays), so a retry can never deliver twice.
+/// Makes a `failed` or `unresolved` order due again with a fresh attempt budget. The claim's version
+/// (`fulfil_attempts`) is kept, so a stale task of an earlier claim can never write over the new one;
+/// the budget restarts from it (`budget_from`). The carrier is still queried before any new submit
+/// (the `submitted` mark stays), so a retry can never deliver twice.
 pub async fn retry_order(db: &impl ConnectionTrait, order_number: &str) -> Result<order::Model, ServiceError> {
     let order = find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)?;
-    let status = stored_status(&order.status)?;
-    let to = status.apply(OrderEvent::RetryRequested).map_err(|_| ServiceError::OrderNotRetryable(status))?;
-    let won = transition(
-        db,
-        order_number,
-        &[status],
-        to,
-        vec![
-            (order::Column::FulfilAttempts, Expr::value(0)),
-            (order::Column::FailureReason, Expr::value(Option::<String>::None)),
-            (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
-            (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
-        ],
-    )
-    .await?;
-    let current = find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)?;
-    if !won {
-        return Err(ServiceError::OrderNotRetryable(stored_status(&current.status)?));
+    let sets = vec![
+        (order::Column::BudgetFrom, Expr::value(order.fulfil_attempts)),
+        (order::Column::FailureReason, Expr::value(Option::<String>::None)),
+        (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
+        (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
+    ];
+    let guard = Condition::all().add(order::Column::FulfilAttempts.eq(order.fulfil_attempts));
+    match transition(db, &order, OrderEvent::RetryRequested, sets, guard).await? {
+        Moved::Won { .. } => {}
+        Moved::Refused(refused) => return Err(ServiceError::OrderNotRetryable(refused.from)),
+        Moved::Lost => return Err(ServiceError::OrderChanged),
     }
     tracing::info!(order_number, "operator retry: order is due again");
-    Ok(current)
+    find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)
+}
+
+/// An operator settles an `unresolved` order as delivered (they checked with the carrier); their note
+/// is kept on the order (`failure_reason`) and in the log.
+pub async fn mark_delivered(
+    db: &impl ConnectionTrait,
+    order_number: &str,
+    note: &str,
+) -> Result<order::Model, ServiceError> {
+    let order = find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)?;
+    let now = crate::domain::now_utc();
+    let sets = vec![
+        (order::Column::DeliveredAt, Expr::value(now)),
+        (order::Column::FailureReason, Expr::value(format!("marked delivered by an operator: {note}"))),
+        (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
+        (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
+    ];
+    let guard = Condition::all().add(order::Column::FulfilAttempts.eq(order.fulfil_attempts));
+    match transition(db, &order, OrderEvent::MarkedDelivered, sets, guard).await? {
+        Moved::Won { .. } => {}
+        Moved::Refused(refused) => return Err(ServiceError::OrderNotSettleable(refused.from)),
+        Moved::Lost => return Err(ServiceError::OrderChanged),
+    }
+    tracing::warn!(order_number, note, "operator marked an unresolved order delivered");
+    find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)
 }
 
 pub async fn list_alerts(

@@ -23,6 +23,18 @@ pub enum ServiceError {
     OrderNotRetryable(OrderStatus),
     #[error("order is {0}")]
     OrderNotRefundable(OrderStatus),
+    /// Only a delivered or failed order can be refunded in part.
+    #[error("an order that was not delivered can only be refunded whole")]
+    PartialRefundUndelivered,
+    /// An unresolved order needs the carrier's proof, or an operator's forced reason.
+    #[error("the carrier has not proved the top-up was not delivered")]
+    RefundNeedsProof,
+    #[error("refund not found")]
+    RefundNotFound,
+    #[error("refund is {0}")]
+    RefundNotRetryable(crate::domain::RefundStatus),
+    #[error("order is {0}")]
+    OrderNotSettleable(OrderStatus),
     /// The amount is zero or more than what is left to refund (carried).
     #[error("at most {0} can be refunded")]
     RefundAmount(crate::domain::Money),
@@ -33,9 +45,4 @@ pub enum ServiceError {
     Wechat(#[from] WechatError),
     #[error(transparent)]
     Database(#[from] sea_orm::DbErr),
-}
-
-/// Reads a stored status; an unknown value is data corruption, reported as a database error.
-pub(crate) fn stored_status(value: &str) -> Result<OrderStatus, sea_orm::DbErr> {
-    value.parse().map_err(|_| sea_orm::DbErr::Custom(format!("unknown order status {value:?} in the database")))
 }

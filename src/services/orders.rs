@@ -1,4 +1,3 @@
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, SqlErr,
@@ -47,7 +46,7 @@ pub async fn place_order(
             product_name: Set(product.name.clone()),
             phone_number: Set(phone.to_string()),
             amount: Set(amount.yuan()),
-            status: Set(OrderStatus::Unpaid.to_string()),
+            status: Set(OrderStatus::Unpaid),
             prepay_id: Set(None),
             prepay_params: Set(None),
             prepay_at: Set(None),
@@ -71,6 +70,8 @@ pub async fn place_order(
             refund_seq: Set(0),
             last_queried_at: Set(None),
             closed_at: Set(None),
+            budget_from: Set(0),
+            unresolved_at: Set(None),
             ..Default::default()
         };
         match order.insert(db).await {
@@ -123,27 +124,4 @@ pub async fn find_by_number(
     order_number: &str,
 ) -> Result<Option<order::Model>, sea_orm::DbErr> {
     order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await
-}
-
-/// `UPDATE orders SET … WHERE order_number = ? AND status IN (from)`: the affected-row count says whether
-/// this caller made the transition. Every state change goes through here.
-pub(crate) async fn transition(
-    db: &impl ConnectionTrait,
-    order_number: &str,
-    from: &[OrderStatus],
-    to: OrderStatus,
-    extra: Vec<(order::Column, sea_orm::sea_query::SimpleExpr)>,
-) -> Result<bool, sea_orm::DbErr> {
-    let mut update = order::Entity::update_many()
-        .col_expr(order::Column::Status, Expr::value(to.as_str()))
-        .col_expr(order::Column::UpdatedAt, Expr::value(now_utc()));
-    for (column, value) in extra {
-        update = update.col_expr(column, value);
-    }
-    let result = update
-        .filter(order::Column::OrderNumber.eq(order_number))
-        .filter(order::Column::Status.is_in(from.iter().map(|s| s.as_str())))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected == 1)
 }

@@ -1,15 +1,16 @@
 use chrono::Duration;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
 };
 use std::net::IpAddr;
 
-use super::orders::{find_by_number, find_order, transition};
-use super::{refunds, stored_status, ServiceError};
-use crate::domain::{beijing_to_utc, now_utc, Money, OrderEvent, OrderNumber, OrderStatus};
+use super::orders::{find_by_number, find_order};
+use super::{refunds, ServiceError};
+use crate::domain::{now_utc, Money, OrderEvent, OrderNumber, OrderStatus};
 use crate::entities::{order, payment_event, refund};
-use crate::wechat::{PaymentNotice, PaymentParams, PrepayRequest, WechatError, WechatPay};
+use crate::lifecycle::transition;
+use crate::wechat::{PaymentNotice, PaymentParams, PaymentStatus, PrepayRequest, TradeState, WechatError, WechatPay};
 
 /// A prepay id lives two hours at WeChat; one younger than this is handed out again instead of asking
 /// for a new one (the user closed the payment sheet and tapped "pay" again).
@@ -25,12 +26,12 @@ pub async fn create_payment(
     order_expiry: std::time::Duration,
 ) -> Result<PaymentParams, ServiceError> {
     let order = find_order(db, openid, order_number).await?;
-    let status = stored_status(&order.status)?;
-    if status != OrderStatus::Unpaid {
-        return Err(ServiceError::OrderNotPayable(status));
+    if order.status != OrderStatus::Unpaid {
+        return Err(ServiceError::OrderNotPayable(order.status));
     }
     // An order past its expiry is about to be closed; a payment now would only have to be refunded.
-    if now_utc() - order.created_at >= Duration::milliseconds(order_expiry.as_millis() as i64) {
+    let expiry = Duration::milliseconds(i64::try_from(order_expiry.as_millis()).unwrap_or(i64::MAX / 2));
+    if now_utc() - order.created_at >= expiry {
         return Err(ServiceError::OrderNotPayable(OrderStatus::Closed));
     }
     if let Some(params) = reusable_prepay(&order) {
@@ -53,12 +54,12 @@ pub async fn create_payment(
         .col_expr(order::Column::PrepayAt, Expr::value(now_utc()))
         .col_expr(order::Column::UpdatedAt, Expr::value(now_utc()))
         .filter(order::Column::OrderNumber.eq(&order.order_number))
-        .filter(order::Column::Status.eq(OrderStatus::Unpaid.as_str()))
+        .filter(order::Column::Status.eq(OrderStatus::Unpaid))
         .exec(db)
         .await?;
     if stored.rows_affected == 0 {
         let current = find_order(db, openid, order_number).await?;
-        return Err(ServiceError::OrderNotPayable(stored_status(&current.status)?));
+        return Err(ServiceError::OrderNotPayable(current.status));
     }
     Ok(prepay.params)
 }
@@ -81,18 +82,16 @@ pub struct CallbackDelivery<'a> {
 
 /// What a callback delivery did. All of these are acknowledged to the platform with errcode 0:
 /// redelivering would not change them.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum CallbackOutcome {
-    /// This delivery moved the order from unpaid to paid.
-    Accepted,
-    /// The payment arrived for a closed order: recorded, and a full refund opened.
-    LatePayment(refund::Model),
-    /// The order had already been marked paid by this same payment.
-    Duplicate,
-    /// The delivery does not match the order; recorded, never marks it paid.
+    /// WeChat confirmed the payment; what it did to the order.
+    Confirmed(Confirmation),
+    /// The delivery or WeChat's answer does not fit the order; recorded, never marks it paid.
     Anomaly(String),
-    /// `returnCode`/`resultCode` are not SUCCESS: nothing to do.
+    /// `returnCode`/`resultCode` are not SUCCESS, or WeChat does not report the order paid: nothing to do.
     NotSuccess,
+    /// The order is paid already and the delivery names another transaction than WeChat's: ignored.
+    Contradicted,
     /// No such order here.
     UnknownOrder,
 }
@@ -100,12 +99,23 @@ pub enum CallbackOutcome {
 impl CallbackOutcome {
     fn label(&self) -> &'static str {
         match self {
-            CallbackOutcome::Accepted => "accepted",
-            CallbackOutcome::LatePayment(_) => "late_payment",
-            CallbackOutcome::Duplicate => "duplicate",
-            CallbackOutcome::Anomaly(_) => "anomaly",
+            CallbackOutcome::Confirmed(Confirmation::Paid) => "accepted",
+            CallbackOutcome::Confirmed(Confirmation::LatePayment(_)) => "late_payment",
+            CallbackOutcome::Confirmed(Confirmation::Duplicate) => "duplicate",
+            CallbackOutcome::Confirmed(Confirmation::SecondPayment(_)) | CallbackOutcome::Anomaly(_) => "anomaly",
             CallbackOutcome::NotSuccess => "not_success",
+            CallbackOutcome::Contradicted => "contradicted",
             CallbackOutcome::UnknownOrder => "unknown_order",
+        }
+    }
+
+    /// The detail stored with the delivery and, for anomalies, on the order.
+    pub fn anomaly(&self) -> Option<&str> {
+        match self {
+            CallbackOutcome::Anomaly(detail) | CallbackOutcome::Confirmed(Confirmation::SecondPayment(detail)) => {
+                Some(detail)
+            }
+            _ => None,
         }
     }
 }
@@ -122,6 +132,10 @@ pub enum CallbackError {
     /// The confirming `queryorder` failed: nothing was decided; the platform should redeliver.
     #[error("payment could not be confirmed with WeChat: {0}")]
     Unconfirmed(#[from] WechatError),
+    /// Redelivering cannot change this (the refund of a late payment was refused by the rules, the
+    /// order vanished): recorded, logged, and acknowledged so the platform stops.
+    #[error("{0}")]
+    Unprocessable(String),
 }
 
 impl From<ServiceError> for CallbackError {
@@ -129,14 +143,14 @@ impl From<ServiceError> for CallbackError {
         match error {
             ServiceError::Wechat(e) => CallbackError::Unconfirmed(e),
             ServiceError::Database(e) => CallbackError::Database(e),
-            other => CallbackError::Database(sea_orm::DbErr::Custom(other.to_string())),
+            other => CallbackError::Unprocessable(other.to_string()),
         }
     }
 }
 
-/// Handles a payment callback: store it, check it against the order, make the one `unpaid → paid`
-/// transition. Safe under any number of concurrent duplicate deliveries: the conditional update picks
-/// exactly one winner.
+/// Handles a payment callback: store it, check it against the order, confirm it with WeChat, make the
+/// one `unpaid → paid` transition. Safe under any number of concurrent duplicate deliveries: the
+/// conditional update picks exactly one winner.
 pub async fn record_payment(
     db: &DatabaseConnection,
     wechat: &WechatPay,
@@ -157,28 +171,27 @@ pub async fn record_payment(
     let outcome = match decide(db, wechat, check, delivery.path_order_number, &notice).await {
         Ok(outcome) => outcome,
         Err(error) => {
-            let label = if matches!(error, CallbackError::Unconfirmed(_)) { "unconfirmed" } else { "error" };
+            let label = match error {
+                CallbackError::Unconfirmed(_) => "unconfirmed",
+                CallbackError::Unprocessable(_) => "unprocessable",
+                CallbackError::Malformed | CallbackError::Database(_) => "error",
+            };
             metrics::counter!("payment_callbacks_total", "outcome" => label).increment(1);
             // Best effort: the answer asks for redelivery either way.
             let _ = set_event_outcome(db, event.id, label, Some(error.to_string())).await;
             return Err(error);
         }
     };
+    if let Some(detail) = outcome.anomaly() {
+        tracing::error!(order_number = delivery.path_order_number, detail, "payment callback anomaly");
+        record_anomaly(db, delivery.path_order_number, detail).await?;
+    }
+    if matches!(outcome, CallbackOutcome::UnknownOrder) {
+        tracing::error!(order_number = delivery.path_order_number, "payment callback for an unknown order");
+    }
     let detail = match &outcome {
-        CallbackOutcome::Anomaly(detail) => {
-            tracing::error!(
-                order_number = delivery.path_order_number,
-                detail = detail.as_str(),
-                "payment callback anomaly"
-            );
-            record_anomaly(db, delivery.path_order_number, detail).await?;
-            Some(detail.clone())
-        }
-        CallbackOutcome::UnknownOrder => {
-            tracing::error!(order_number = delivery.path_order_number, "payment callback for an unknown order");
-            None
-        }
-        _ => None,
+        CallbackOutcome::Contradicted => Some("transactionId differs from WeChat's record; ignored".to_string()),
+        other => other.anomaly().map(str::to_string),
     };
     set_event_outcome(db, event.id, outcome.label(), detail).await?;
     metrics::counter!("payment_callbacks_total", "outcome" => outcome.label()).increment(1);
@@ -190,7 +203,8 @@ pub async fn record_payment(
 pub struct CallbackCheck<'a> {
     /// The configured merchant; callbacks for another are anomalies.
     pub mch_id: Option<&'a str>,
-    /// Confirm with `/_/pay/queryorder` before marking paid.
+    /// Confirm with `/_/pay/queryorder` before marking paid. Off only in development: the body is then
+    /// taken as WeChat's word.
     pub verify: bool,
 }
 
@@ -213,30 +227,78 @@ async fn decide(
     if let Some(mismatch) = mismatch(&order, check.mch_id, notice) {
         return Ok(CallbackOutcome::Anomaly(mismatch));
     }
-    let transaction_id = notice.transaction_id.clone().unwrap_or_default();
-    let status = stored_status(&order.status)?;
-    if check.verify && matches!(status, OrderStatus::Unpaid | OrderStatus::Closed) {
-        // The callback carries no signature: only WeChat's own answer makes the order paid.
-        let truth = wechat.query_order(path_order_number).await?;
-        let expected_fen = Money::from_stored(order.amount).to_fen();
-        if !truth.trade_state.is_paid() || truth.total_fee != Some(expected_fen) {
-            return Ok(CallbackOutcome::Anomaly(format!(
-                "callback not confirmed by queryorder: trade_state {:?}, total_fee {:?} (order {expected_fen} fen); forged or mistaken",
-                truth.trade_state, truth.total_fee
-            )));
-        }
+    let awaiting_payment = matches!(order.status, OrderStatus::Unpaid | OrderStatus::Closed);
+    // A redelivery for an order already paid by this transaction changes nothing: no query needed.
+    if !awaiting_payment && order.transaction_id.is_some() && order.transaction_id == notice.transaction_id {
+        return Ok(CallbackOutcome::Confirmed(Confirmation::Duplicate));
     }
-    let paid_at = notice.time_end.as_deref().and_then(beijing_to_utc).unwrap_or_else(|| {
-        tracing::warn!(order_number = path_order_number, time_end = ?notice.time_end, "timeEnd unreadable; using the time received");
+    // The callback carries no signature: only WeChat's own answer makes the order paid, and what is
+    // stored (transaction id, paid time) is what WeChat says, never what the body says.
+    let truth = if check.verify { wechat.query_order(path_order_number).await? } else { notice.as_payment_status() };
+    if !awaiting_payment && truth.transaction_id.is_some() && truth.transaction_id == order.transaction_id {
+        return Ok(CallbackOutcome::Contradicted);
+    }
+    Ok(match confirm_from_query(db, &order, &truth).await? {
+        Finding::Confirmed(confirmation) => CallbackOutcome::Confirmed(confirmation),
+        Finding::NotPaid => {
+            if awaiting_payment {
+                CallbackOutcome::Anomaly(format!(
+                    "a callback said the order was paid, but WeChat reports it {}: forged or mistaken",
+                    truth.trade_state.describe()
+                ))
+            } else {
+                CallbackOutcome::NotSuccess
+            }
+        }
+        Finding::Anomaly(detail) => CallbackOutcome::Anomaly(detail),
+    })
+}
+
+/// What WeChat's answer about a payment means for the order.
+#[derive(Debug)]
+pub enum Finding {
+    /// WeChat reports the order paid with its amount; what recording it did.
+    Confirmed(Confirmation),
+    /// WeChat does not report a payment (yet): nothing to record.
+    NotPaid,
+    /// WeChat reports something that does not fit the order (another amount, a refund of a payment
+    /// never recorded); recorded for an operator, never acted on.
+    Anomaly(String),
+}
+
+/// The one reading of a `queryorder` answer, for the callback, `?refresh=true` and reconciliation:
+/// `SUCCESS` with the order's amount and a transaction id records the payment (exactly once);
+/// another amount, or `REFUND` on an order never recorded as paid, is an anomaly.
+pub async fn confirm_from_query(
+    db: &DatabaseConnection,
+    order: &order::Model,
+    truth: &PaymentStatus,
+) -> Result<Finding, ServiceError> {
+    let expected = Money::from_stored(order.amount);
+    let awaiting_payment = matches!(order.status, OrderStatus::Unpaid | OrderStatus::Closed);
+    match truth.trade_state {
+        TradeState::Success => {}
+        TradeState::Refund if awaiting_payment => {
+            return Ok(Finding::Anomaly(
+                "WeChat reports this order paid and (partly) refunded, but no payment was ever recorded for it".into(),
+            ))
+        }
+        _ => return Ok(Finding::NotPaid),
+    }
+    if truth.total != Some(expected) {
+        let reported = truth.total.map_or_else(|| "no amount".to_string(), |m| format!("{m} yuan"));
+        return Ok(Finding::Anomaly(format!(
+            "WeChat reports a payment of {reported} for an order of {expected} yuan; not recorded"
+        )));
+    }
+    let Some(transaction_id) = truth.transaction_id.as_deref() else {
+        return Ok(Finding::Anomaly("WeChat reports the order paid but gives no transaction id".into()));
+    };
+    let paid_at = truth.paid_at.unwrap_or_else(|| {
+        tracing::warn!(order_number = order.order_number, "WeChat gave no readable time_end; using the time received");
         now_utc()
     });
-    let confirmation = confirm_payment(db, &order, &transaction_id, paid_at).await?;
-    Ok(match confirmation {
-        Confirmation::Paid => CallbackOutcome::Accepted,
-        Confirmation::LatePayment(refund) => CallbackOutcome::LatePayment(refund),
-        Confirmation::Duplicate => CallbackOutcome::Duplicate,
-        Confirmation::SecondPayment(detail) => CallbackOutcome::Anomaly(detail),
-    })
+    Ok(Finding::Confirmed(confirm_payment(db, order, transaction_id, paid_at).await?))
 }
 
 /// What a confirmed payment did to its order.
@@ -252,10 +314,10 @@ pub enum Confirmation {
     SecondPayment(String),
 }
 
-/// Records a payment WeChat confirmed (by callback or by query). Layer one of exactly-once: only the
-/// caller whose `UPDATE … WHERE status = 'unpaid'` matched gets [`Confirmation::Paid`], however many
-/// callbacks, queries and replicas race.
-pub async fn confirm_payment(
+/// Records a payment WeChat confirmed. Layer one of exactly-once: only the caller whose
+/// `UPDATE … WHERE status = 'unpaid'` matched gets [`Confirmation::Paid`], however many callbacks,
+/// queries and replicas race.
+async fn confirm_payment(
     db: &DatabaseConnection,
     order: &order::Model,
     transaction_id: &str,
@@ -267,13 +329,14 @@ pub async fn confirm_payment(
             (order::Column::PaidAt, Expr::value(paid_at)),
         ]
     };
-    let to = OrderStatus::Unpaid.apply(OrderEvent::PaymentConfirmed).unwrap_or(OrderStatus::Paid);
-    if transition(db, &order.order_number, &[OrderStatus::Unpaid], to, payment()).await? {
-        return Ok(Confirmation::Paid);
+    if order.status == OrderStatus::Unpaid {
+        let moved = transition(db, order, OrderEvent::PaymentConfirmed, payment(), Condition::all()).await?;
+        if moved.won() {
+            return Ok(Confirmation::Paid);
+        }
     }
     let current = find_by_number(db, &order.order_number).await?.ok_or(ServiceError::OrderNotFound)?;
-    let status = stored_status(&current.status)?;
-    if status == OrderStatus::Closed {
+    if current.status == OrderStatus::Closed {
         tracing::warn!(
             order_number = order.order_number,
             transaction_id,
@@ -290,8 +353,8 @@ pub async fn confirm_payment(
         Ok(Confirmation::Duplicate)
     } else {
         Ok(Confirmation::SecondPayment(format!(
-            "second payment {transaction_id} for an order already paid by {}",
-            current.transaction_id.as_deref().unwrap_or("-")
+            "WeChat reports payment {transaction_id} for an order already paid by {}",
+            current.transaction_id.as_deref().unwrap_or("an unrecorded transaction")
         )))
     }
 }
@@ -299,24 +362,26 @@ pub async fn confirm_payment(
 /// What makes a successful notification not belong to this order, if anything.
 fn mismatch(order: &order::Model, expected_mch_id: Option<&str>, notice: &PaymentNotice) -> Option<String> {
     if notice.out_trade_no.as_deref() != Some(order.order_number.as_str()) {
-        return Some(format!("outTradeNo {:?} does not match the order", notice.out_trade_no));
+        return Some("the callback's outTradeNo names another order".into());
     }
     let expected_fen = Money::from_stored(order.amount).to_fen();
     if notice.total_fee != Some(expected_fen) {
-        return Some(format!("totalFee {:?} does not match the order amount {expected_fen} fen", notice.total_fee));
+        let said = notice.total_fee.map_or_else(|| "no amount".to_string(), |fen| format!("{fen} fen"));
+        return Some(format!("the callback's totalFee is {said}, the order is {expected_fen} fen"));
     }
     if let Some(mch_id) = expected_mch_id {
         if notice.sub_mch_id.as_deref() != Some(mch_id) {
-            return Some(format!("subMchId {:?} is not this merchant", notice.sub_mch_id));
+            return Some("the callback's subMchId is another merchant's".into());
         }
     }
     if notice.transaction_id.as_deref().is_none_or(str::is_empty) {
-        return Some("transactionId is missing".into());
+        return Some("the callback has no transactionId".into());
     }
     None
 }
 
-async fn record_anomaly(db: &impl ConnectionTrait, order_number: &str, detail: &str) -> Result<(), sea_orm::DbErr> {
+/// Stores the latest anomaly on the order, for operators.
+pub async fn record_anomaly(db: &impl ConnectionTrait, order_number: &str, detail: &str) -> Result<(), sea_orm::DbErr> {
     order::Entity::update_many()
         .col_expr(order::Column::Anomaly, Expr::value(truncate(detail, 500)))
         .col_expr(order::Column::UpdatedAt, Expr::value(now_utc()))
@@ -373,17 +438,17 @@ pub async fn refresh_payment(
     wechat: &WechatPay,
     order: &order::Model,
     interval: std::time::Duration,
-) -> Result<Option<Confirmation>, ServiceError> {
-    if order.status != OrderStatus::Unpaid.as_str() || order.prepay_at.is_none() {
+) -> Result<Option<Finding>, ServiceError> {
+    if order.status != OrderStatus::Unpaid || order.prepay_at.is_none() {
         return Ok(None);
     }
     let now = now_utc();
-    let threshold = now - Duration::milliseconds(interval.as_millis() as i64);
+    let threshold = now - Duration::milliseconds(i64::try_from(interval.as_millis()).unwrap_or(i64::MAX / 2));
     // The rate limit is a conditional update, so replicas share it.
     let slot = order::Entity::update_many()
         .col_expr(order::Column::LastQueriedAt, Expr::value(now))
         .filter(order::Column::OrderNumber.eq(&order.order_number))
-        .filter(order::Column::Status.eq(OrderStatus::Unpaid.as_str()))
+        .filter(order::Column::Status.eq(OrderStatus::Unpaid))
         .filter(
             sea_orm::Condition::any()
                 .add(order::Column::LastQueriedAt.is_null())
@@ -401,11 +466,5 @@ pub async fn refresh_payment(
             return Ok(None);
         }
     };
-    let expected_fen = Money::from_stored(order.amount).to_fen();
-    if !truth.trade_state.is_paid() || truth.total_fee != Some(expected_fen) {
-        return Ok(None);
-    }
-    let transaction_id = truth.transaction_id.unwrap_or_default();
-    let paid_at = truth.time_end.as_deref().and_then(beijing_to_utc).unwrap_or(now);
-    Ok(Some(confirm_payment(db, order, &transaction_id, paid_at).await?))
+    Ok(Some(confirm_from_query(db, order, &truth).await?))
 }

@@ -5,8 +5,7 @@ use rust_decimal::Decimal;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use std::collections::HashMap;
 
-use super::refunds::status;
-use crate::domain::{Money, OrderStatus};
+use crate::domain::{Money, OrderStatus, RefundStatus};
 use crate::entities::{order, refund};
 
 /// Totals for the orders paid on one Beijing day.
@@ -55,21 +54,18 @@ pub async fn day_report(db: &impl ConnectionTrait, date: NaiveDate) -> Result<Da
     let (mut paid_total, mut delivered_total, mut refunded_total, mut in_flight_total) = (zero, zero, zero, zero);
     let mut mismatches = Vec::new();
     for o in &orders {
-        let sum = |wanted: &[&str]| -> Decimal {
+        let sum = |wanted: &[RefundStatus]| -> Decimal {
             let rows = refunds.get(&o.order_number).map(Vec::as_slice).unwrap_or_default();
-            rows.iter()
-                .filter(|r| wanted.contains(&r.status.as_str()))
-                .map(|r| Money::from_stored(r.amount).yuan())
-                .sum()
+            rows.iter().filter(|r| wanted.contains(&r.status)).map(|r| Money::from_stored(r.amount).yuan()).sum()
         };
         let paid = Money::from_stored(o.amount).yuan();
-        let refunded = sum(&[status::SUCCESS]);
-        let refunding = sum(&[status::PENDING, status::SUBMITTED]);
-        let refund_failed = sum(&[status::FAILED]);
+        let refunded = sum(&[RefundStatus::Success]);
+        let refunding = sum(&RefundStatus::OPEN);
+        let refund_failed = sum(&[RefundStatus::Failed]);
         let kept = paid - refunded - refunding - refund_failed;
         let delivered = if o.delivered_at.is_some() { kept } else { zero };
-        let still_delivering =
-            [OrderStatus::Paid.as_str(), OrderStatus::Recharging.as_str()].contains(&o.status.as_str());
+        // Unresolved counts as in flight: the carrier is still being asked, and nothing was refunded.
+        let still_delivering = o.status.is_delivering();
         let in_flight = refunding + if still_delivering && o.delivered_at.is_none() { kept } else { zero };
 
         paid_total += paid;
@@ -79,14 +75,14 @@ pub async fn day_report(db: &impl ConnectionTrait, date: NaiveDate) -> Result<Da
         if delivered + refunded + in_flight != paid {
             let reason = if refund_failed > zero {
                 "a refund failed at WeChat".to_string()
-            } else if o.status == OrderStatus::Failed.as_str() {
+            } else if o.status == OrderStatus::Failed {
                 "the top-up failed and the payment has not been refunded".to_string()
             } else {
                 format!("{} order neither delivered, refunded nor in flight", o.status)
             };
             mismatches.push(Mismatch {
                 order_number: o.order_number.clone(),
-                status: o.status.clone(),
+                status: o.status.to_string(),
                 paid: Money::from_stored(paid),
                 delivered: Money::from_stored(delivered),
                 refunded: Money::from_stored(refunded),

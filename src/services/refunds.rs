@@ -2,18 +2,22 @@
 //! was paid, whatever runs at the same time), then submitted to WeChat with an `out_refund_no` fixed
 //! before the first call and reused on every retry, then confirmed with `queryrefund`.
 
-use sea_orm::sea_query::{Expr, SimpleExpr};
+use rand::Rng;
+use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, TransactionTrait,
 };
 
-use super::orders::{find_by_number, transition};
+use super::orders::find_by_number;
 use super::payments::{set_event_outcome, store_delivery, CallbackDelivery, CallbackError};
-use super::{stored_status, ServiceError};
-use crate::domain::{now_utc, Money, OrderEvent, OrderStatus};
+use super::ServiceError;
+use crate::config::LifecycleSettings;
+use crate::domain::{now_utc, Money, OrderEvent, OrderStatus, RefundScope, RefundStatus};
 use crate::entities::{order, refund};
-use crate::wechat::{RefundRequest, RefundState, WechatError, WechatPay};
+use crate::fulfilment::policy::backoff;
+use crate::lifecycle::{transition, Moved};
+use crate::wechat::{RefundRequest, RefundState, WechatPay};
 
 /// Who asked for a refund.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,15 +39,9 @@ impl RefundSource {
     }
 }
 
-/// Refund row states.
-pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const SUBMITTED: &str = "submitted";
-    pub const SUCCESS: &str = "success";
-    pub const FAILED: &str = "failed";
-}
-
-/// Opens a refund of `amount` (default: all that is left) for an order that was paid.
+/// Opens a refund of `amount` (default: all that is left) for an order that was paid. An unresolved
+/// order (the carrier never proved either way) is refunded only with `proof`: the carrier's own "never
+/// received" or "failed", or an operator's recorded reason for forcing it.
 pub async fn open_refund(
     db: &DatabaseConnection,
     order_number: &str,
@@ -52,13 +50,22 @@ pub async fn open_refund(
     source: RefundSource,
 ) -> Result<refund::Model, ServiceError> {
     let order = find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)?;
-    let status = stored_status(&order.status)?;
-    // Further partial refunds may be opened while earlier ones are under way.
-    let to = match status {
-        OrderStatus::Refunding => OrderStatus::Refunding,
-        other => other.apply(OrderEvent::RefundRequested).map_err(|_| ServiceError::OrderNotRefundable(status))?,
-    };
-    open(db, &order, status, to, amount, reason, source, vec![]).await
+    if order.status == OrderStatus::Unresolved {
+        return Err(ServiceError::RefundNeedsProof);
+    }
+    open(db, &order, amount, reason, source, vec![]).await
+}
+
+/// The refund of an unresolved order, on proof that nothing was delivered (see [`open_refund`]).
+pub async fn open_unresolved_refund(
+    db: &DatabaseConnection,
+    order: &order::Model,
+    reason: &str,
+) -> Result<refund::Model, ServiceError> {
+    if order.status != OrderStatus::Unresolved {
+        return Err(ServiceError::OrderChanged);
+    }
+    open(db, order, None, reason, RefundSource::Operator, vec![]).await
 }
 
 /// The late payment of a closed order: records the payment and opens a full refund, atomically.
@@ -67,19 +74,13 @@ pub(crate) async fn refund_late_payment(
     order: &order::Model,
     payment: Vec<(order::Column, SimpleExpr)>,
 ) -> Result<refund::Model, ServiceError> {
-    let to = OrderStatus::Closed
-        .apply(OrderEvent::PaymentConfirmed)
-        .map_err(|_| ServiceError::OrderNotRefundable(OrderStatus::Closed))?;
     let reason = "payment arrived after the order was closed";
-    open(db, order, OrderStatus::Closed, to, None, reason, RefundSource::AutoClosed, payment).await
+    open(db, order, None, reason, RefundSource::AutoClosed, payment).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn open(
     db: &DatabaseConnection,
     order: &order::Model,
-    from: OrderStatus,
-    to: OrderStatus,
     amount: Option<Money>,
     reason: &str,
     source: RefundSource,
@@ -87,34 +88,50 @@ async fn open(
 ) -> Result<refund::Model, ServiceError> {
     let paid = Money::from_stored(order.amount);
     let requested = Money::from_stored(order.refund_requested);
-    let remaining = Money::from_stored((paid.yuan() - requested.yuan()).max(rust_decimal::Decimal::ZERO));
+    let remaining = paid.saturating_sub(requested);
     let amount = amount.unwrap_or(remaining);
     if amount.to_fen() <= 0 || amount > remaining {
         return Err(ServiceError::RefundAmount(remaining));
+    }
+    // A late payment is `PaymentConfirmed` on a closed order (the state machine sends it to refunding).
+    let event = if order.status == OrderStatus::Closed {
+        OrderEvent::PaymentConfirmed
+    } else {
+        OrderEvent::RefundRequested(if amount == remaining { RefundScope::Whole } else { RefundScope::Partial })
+    };
+    if let Err(refused) = order.status.apply(event) {
+        return Err(match event {
+            OrderEvent::RefundRequested(RefundScope::Partial) if order.status.is_delivering() => {
+                ServiceError::PartialRefundUndelivered
+            }
+            _ => ServiceError::OrderNotRefundable(refused.from),
+        });
     }
     let seq = order.refund_seq + 1;
     let out_refund_no = format!("R{}{seq:02}", order.order_number);
     let now = now_utc();
 
     let txn = db.begin().await?;
-    let mut update = order::Entity::update_many()
-        .col_expr(order::Column::Status, Expr::value(to.as_str()))
-        .col_expr(order::Column::RefundRequested, Expr::value(requested.yuan() + amount.yuan()))
-        .col_expr(order::Column::RefundSeq, Expr::value(seq))
-        .col_expr(order::Column::UpdatedAt, Expr::value(now));
-    for (column, value) in extra {
-        update = update.col_expr(column, value);
-    }
-    // The refund counter versions the order: two requests racing cannot both pass this guard.
-    let result = update
-        .filter(order::Column::OrderNumber.eq(&order.order_number))
-        .filter(order::Column::Status.eq(from.as_str()))
-        .filter(order::Column::RefundSeq.eq(order.refund_seq))
-        .exec(&txn)
-        .await?;
-    if result.rows_affected != 1 {
-        txn.rollback().await?;
-        return Err(ServiceError::OrderChanged);
+    let mut sets = vec![
+        (order::Column::RefundRequested, Expr::value(requested.yuan() + amount.yuan())),
+        (order::Column::RefundSeq, Expr::value(seq)),
+    ];
+    sets.extend(extra);
+    // The refund counter versions the order: two requests racing cannot both pass this guard; the claim
+    // version pins an unresolved order to the state its proof was read in.
+    let guard = Condition::all()
+        .add(order::Column::RefundSeq.eq(order.refund_seq))
+        .add(order::Column::FulfilAttempts.eq(order.fulfil_attempts));
+    match transition(&txn, order, event, sets, guard).await? {
+        Moved::Won { .. } => {}
+        Moved::Lost => {
+            txn.rollback().await?;
+            return Err(ServiceError::OrderChanged);
+        }
+        Moved::Refused(refused) => {
+            txn.rollback().await?;
+            return Err(ServiceError::OrderNotRefundable(refused.from));
+        }
     }
     let row = refund::ActiveModel {
         order_number: Set(order.order_number.clone()),
@@ -122,12 +139,13 @@ async fn open(
         amount: Set(amount.yuan()),
         reason: Set(reason.chars().take(250).collect()),
         source: Set(source.as_str().into()),
-        status: Set(status::PENDING.into()),
+        status: Set(RefundStatus::Pending),
         refund_id: Set(None),
         attempts: Set(0),
         last_error: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        next_attempt_at: Set(None),
         ..Default::default()
     }
     .insert(&txn)
@@ -137,15 +155,41 @@ async fn open(
     Ok(row)
 }
 
-/// Asks WeChat for a pending refund (same `out_refund_no` every time). Accepted → `submitted`; refused
-/// `REFUND_MAX_ATTEMPTS` times → `failed` for an operator.
+/// What driving a refund needs from the settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RefundPolicy {
+    /// Permanent refusals before a refund is `failed` for an operator.
+    pub max_attempts: u32,
+    pub retry_base: std::time::Duration,
+    pub retry_max: std::time::Duration,
+}
+
+impl RefundPolicy {
+    pub fn from_settings(settings: &LifecycleSettings) -> Self {
+        RefundPolicy {
+            max_attempts: settings.refund_max_attempts,
+            retry_base: settings.refund_retry_base,
+            retry_max: settings.refund_retry_max,
+        }
+    }
+
+    fn next_attempt(&self, attempts: u32) -> chrono::NaiveDateTime {
+        let delay = backoff(attempts, self.retry_base, self.retry_max, rand::rng().random_range(0.8..1.2));
+        now_utc() + chrono::Duration::milliseconds(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2))
+    }
+}
+
+/// Asks WeChat for a pending refund (same `out_refund_no` every time). Accepted → `submitted`. Transient
+/// answers (outages, `SYSTEMERROR`, `FREQUENCY_LIMITED`, `NOTENOUGH`, errcodes) stay `pending` with a
+/// backoff and never use up the budget; a permanent refusal `max_attempts` times → `failed` for an
+/// operator.
 pub async fn submit_refund(
     db: &impl ConnectionTrait,
     wechat: &WechatPay,
     refund: &refund::Model,
-    max_attempts: u32,
-) -> Result<refund::Model, DbErr> {
-    if refund.status != status::PENDING {
+    policy: &RefundPolicy,
+) -> Result<refund::Model, ServiceError> {
+    if refund.status != RefundStatus::Pending {
         return Ok(refund.clone());
     }
     let Some(order) = find_by_number(db, &refund.order_number).await? else {
@@ -159,87 +203,118 @@ pub async fn submit_refund(
         refund: Money::from_stored(refund.amount),
         reason: refund.reason.clone(),
     };
-    let sets: Vec<(refund::Column, SimpleExpr)> = match wechat.refund(&request).await {
-        Ok(refund_id) => vec![
-            (refund::Column::Status, Expr::value(status::SUBMITTED)),
-            (refund::Column::RefundId, Expr::value(refund_id)),
-            (refund::Column::LastError, Expr::value(Option::<String>::None)),
-        ],
+    match wechat.refund(&request).await {
+        // WeChat's acceptance is the truth: it wins over a failure another caller recorded meanwhile.
+        Ok(refund_id) => {
+            let sets = vec![
+                (refund::Column::Status, Expr::value(RefundStatus::Submitted)),
+                (refund::Column::RefundId, Expr::value(refund_id)),
+                (refund::Column::LastError, Expr::value(Option::<String>::None)),
+                (refund::Column::NextAttemptAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
+            ];
+            let guard = refund::Column::Status.is_in([RefundStatus::Pending, RefundStatus::Failed]);
+            Ok(update_refund(db, refund, guard, sets).await?)
+        }
         Err(error) => {
-            let attempts = refund.attempts + 1;
-            let give_up = attempts as u32 >= max_attempts && !is_transient(&error);
+            let attempts = refund.attempts.saturating_add(1);
+            let give_up = !error.is_transient() && u32::try_from(attempts).unwrap_or(u32::MAX) >= policy.max_attempts;
             if give_up {
                 tracing::error!(out_refund_no = refund.out_refund_no, %error, "refund refused for good; needs an operator");
             } else {
                 tracing::warn!(out_refund_no = refund.out_refund_no, %error, attempts, "refund not accepted; will retry");
             }
-            vec![
+            let status = if give_up { RefundStatus::Failed } else { RefundStatus::Pending };
+            let sets = vec![
                 (refund::Column::Attempts, Expr::value(attempts)),
                 (refund::Column::LastError, Expr::value(error.to_string().chars().take(500).collect::<String>())),
-                (refund::Column::Status, Expr::value(if give_up { status::FAILED } else { status::PENDING })),
-            ]
+                (refund::Column::Status, Expr::value(status)),
+                (refund::Column::NextAttemptAt, Expr::value(policy.next_attempt(attempts.unsigned_abs()))),
+            ];
+            // The attempt counter versions the row: a slower caller's failure never overwrites a
+            // submit another caller got accepted meanwhile.
+            let guard = Condition::all()
+                .add(refund::Column::Status.eq(RefundStatus::Pending))
+                .add(refund::Column::Attempts.eq(refund.attempts));
+            Ok(update_refund(db, refund, guard, sets).await?)
         }
-    };
-    update_refund(db, refund, &[status::PENDING], sets).await
+    }
 }
 
-/// Timeouts and outages never use up the attempt budget: the same `out_refund_no` is simply sent again.
-fn is_transient(error: &WechatError) -> bool {
-    matches!(
-        error,
-        WechatError::Timeout | WechatError::Unreachable(_) | WechatError::HttpStatus(_) | WechatError::EmptyBody
-    )
+/// WeChat answered `NOTENOUGH` last: the merchant's balance must be topped up before this refund can go.
+pub fn waiting_for_merchant_funds(refund: &refund::Model) -> bool {
+    refund.status == RefundStatus::Pending && refund.last_error.as_deref().is_some_and(|e| e.contains("NOTENOUGH"))
 }
 
-/// Asks WeChat where a refund stands and records it; settles the order when its refunds are done.
+/// Asks WeChat where a refund stands and records it; settles the order when its refunds are done. A
+/// `failed` refund is asked too: WeChat may have done it after all.
 pub async fn confirm_refund(
     db: &impl ConnectionTrait,
     wechat: &WechatPay,
     refund: &refund::Model,
 ) -> Result<refund::Model, ServiceError> {
-    if refund.status == status::SUCCESS || refund.status == status::FAILED {
+    if refund.status == RefundStatus::Success {
         return Ok(refund.clone());
     }
     let state = wechat.query_refund(&refund.out_refund_no).await?;
-    let open = [status::PENDING, status::SUBMITTED];
+    let not_done = refund::Column::Status.is_in([RefundStatus::Pending, RefundStatus::Submitted, RefundStatus::Failed]);
     let updated = match state {
         RefundState::Success => {
-            let done =
-                update_refund(db, refund, &open, vec![(refund::Column::Status, Expr::value(status::SUCCESS))]).await?;
+            let sets = vec![(refund::Column::Status, Expr::value(RefundStatus::Success))];
+            let done = update_refund(db, refund, not_done, sets).await?;
             settle_order(db, &refund.order_number).await?;
             done
         }
-        RefundState::Change | RefundState::Closed => {
+        RefundState::Processing if refund.status == RefundStatus::Failed => {
+            let sets = vec![(refund::Column::Status, Expr::value(RefundStatus::Submitted))];
+            update_refund(db, refund, refund::Column::Status.eq(RefundStatus::Failed), sets).await?
+        }
+        RefundState::Change | RefundState::Closed if refund.status != RefundStatus::Failed => {
             tracing::error!(out_refund_no = refund.out_refund_no, ?state, "refund failed at WeChat; needs an operator");
             let sets = vec![
-                (refund::Column::Status, Expr::value(status::FAILED)),
-                (refund::Column::LastError, Expr::value(format!("WeChat refund status {state:?}"))),
+                (refund::Column::Status, Expr::value(RefundStatus::Failed)),
+                (refund::Column::LastError, Expr::value(refund_state_text(&state))),
             ];
-            update_refund(db, refund, &open, sets).await?
+            let open = refund::Column::Status.is_in([RefundStatus::Pending, RefundStatus::Submitted]);
+            update_refund(db, refund, open, sets).await?
         }
         // Accepted earlier but unknown to WeChat now: send it again under the same number.
-        RefundState::NotFound if refund.status == status::SUBMITTED => {
-            update_refund(
-                db,
-                refund,
-                &[status::SUBMITTED],
-                vec![(refund::Column::Status, Expr::value(status::PENDING))],
-            )
-            .await?
+        RefundState::NotFound if refund.status == RefundStatus::Submitted => {
+            let sets = vec![(refund::Column::Status, Expr::value(RefundStatus::Pending))];
+            update_refund(db, refund, refund::Column::Status.eq(RefundStatus::Submitted), sets).await?
         }
-        RefundState::NotFound | RefundState::Processing | RefundState::Other(_) => refund.clone(),
+        RefundState::NotFound
+        | RefundState::Processing
+        | RefundState::Change
+        | RefundState::Closed
+        | RefundState::Other(_) => refund.clone(),
     };
     Ok(updated)
 }
 
-/// `refunding → refunded` once every refund of the order has succeeded.
+fn refund_state_text(state: &RefundState) -> String {
+    match state {
+        RefundState::Change => "WeChat could not return the money to the payer's account (CHANGE)".into(),
+        RefundState::Closed => "WeChat closed the refund (REFUNDCLOSE)".into(),
+        RefundState::Success => "refunded".into(),
+        RefundState::Processing => "WeChat is processing the refund".into(),
+        RefundState::NotFound => "WeChat has no such refund".into(),
+        RefundState::Other(other) => format!("WeChat refund status {other}"),
+    }
+}
+
+/// `refunding → refunded` once every refund of the order has succeeded. The refund counter is part of
+/// the guard: a refund opened meanwhile keeps the order `refunding`.
 async fn settle_order(db: &impl ConnectionTrait, order_number: &str) -> Result<(), DbErr> {
+    let Some(order) = find_by_number(db, order_number).await? else {
+        return Ok(());
+    };
     let refunds = refunds_of(db, order_number).await?;
-    if refunds.iter().all(|r| r.status == status::SUCCESS) {
-        let to = OrderStatus::Refunding.apply(OrderEvent::RefundSucceeded).unwrap_or(OrderStatus::Refunded);
-        if transition(db, order_number, &[OrderStatus::Refunding], to, vec![]).await? {
-            tracing::info!(order_number, "order refunded");
-        }
+    if order.status != OrderStatus::Refunding || !refunds.iter().all(|r| r.status == RefundStatus::Success) {
+        return Ok(());
+    }
+    let guard = Condition::all().add(order::Column::RefundSeq.eq(order.refund_seq));
+    if transition(db, &order, OrderEvent::RefundSucceeded, vec![], guard).await?.won() {
+        tracing::info!(order_number, "order refunded");
     }
     Ok(())
 }
@@ -252,11 +327,17 @@ pub async fn refunds_of(db: &impl ConnectionTrait, order_number: &str) -> Result
         .await
 }
 
-/// Refunds still to be driven to their end, oldest first.
-pub async fn open_refunds(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<refund::Model>, DbErr> {
+/// Refunds still to be driven whose time has come, oldest first: open ones past their backoff, and
+/// failed ones, re-queried on the same backoff in case WeChat did them after all.
+pub async fn due_refunds(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<refund::Model>, DbErr> {
     use sea_orm::QuerySelect;
+    let now = now_utc();
     refund::Entity::find()
-        .filter(refund::Column::Status.is_in([status::PENDING, status::SUBMITTED]))
+        .filter(refund::Column::Status.is_in([RefundStatus::Pending, RefundStatus::Submitted, RefundStatus::Failed]))
+        .filter(
+            Condition::any().add(refund::Column::NextAttemptAt.is_null()).add(refund::Column::NextAttemptAt.lte(now)),
+        )
+        .order_by_asc(refund::Column::NextAttemptAt)
         .order_by_asc(refund::Column::Id)
         .limit(limit)
         .all(db)
@@ -264,17 +345,59 @@ pub async fn open_refunds(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<r
 }
 
 /// Submits a pending refund, then confirms it once: what a request or a sweep does with each refund.
+/// A failed refund is only re-queried (then pushed back on its backoff); submitting it again is an
+/// operator's decision ([`retry_refund`]).
 pub async fn drive_refund(
     db: &impl ConnectionTrait,
     wechat: &WechatPay,
     refund: &refund::Model,
-    max_attempts: u32,
+    policy: &RefundPolicy,
 ) -> Result<refund::Model, ServiceError> {
-    let refund = submit_refund(db, wechat, refund, max_attempts).await?;
-    if refund.status == status::SUBMITTED {
+    if refund.status == RefundStatus::Failed {
+        let confirmed = confirm_refund(db, wechat, refund).await?;
+        if confirmed.status == RefundStatus::Failed {
+            let attempts = confirmed.attempts.unsigned_abs().max(1);
+            let sets = vec![(refund::Column::NextAttemptAt, Expr::value(policy.next_attempt(attempts)))];
+            return Ok(update_refund(db, &confirmed, refund::Column::Status.eq(RefundStatus::Failed), sets).await?);
+        }
+        return Ok(confirmed);
+    }
+    let refund = submit_refund(db, wechat, refund, policy).await?;
+    if refund.status == RefundStatus::Submitted {
         return confirm_refund(db, wechat, &refund).await;
     }
     Ok(refund)
+}
+
+/// An operator's retry of a failed refund: WeChat is asked first (it may have done it after all), then
+/// the same `out_refund_no` is sent again. The amount stays counted against the order throughout.
+pub async fn retry_refund(
+    db: &DatabaseConnection,
+    wechat: &WechatPay,
+    out_refund_no: &str,
+    policy: &RefundPolicy,
+) -> Result<refund::Model, ServiceError> {
+    let refund = refund::Entity::find()
+        .filter(refund::Column::OutRefundNo.eq(out_refund_no))
+        .one(db)
+        .await?
+        .ok_or(ServiceError::RefundNotFound)?;
+    if refund.status != RefundStatus::Failed {
+        return Err(ServiceError::RefundNotRetryable(refund.status));
+    }
+    let confirmed = confirm_refund(db, wechat, &refund).await?;
+    if confirmed.status != RefundStatus::Failed {
+        return Ok(confirmed);
+    }
+    let sets = vec![
+        (refund::Column::Status, Expr::value(RefundStatus::Pending)),
+        (refund::Column::NextAttemptAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
+    ];
+    let reopened = update_refund(db, &confirmed, refund::Column::Status.eq(RefundStatus::Failed), sets).await?;
+    tracing::info!(out_refund_no, "operator retry: refund sent again");
+    // One more permanent refusal fails it again at once: a budget spent is not given back.
+    let policy = RefundPolicy { max_attempts: 0, ..*policy };
+    drive_refund(db, wechat, &reopened, &policy).await
 }
 
 /// The automatic refund of a top-up that failed for good. Safe to call any number of times: only the
@@ -283,11 +406,17 @@ pub async fn refund_failed_top_up(
     db: &DatabaseConnection,
     wechat: &WechatPay,
     order_number: &str,
-    max_attempts: u32,
+    policy: &RefundPolicy,
 ) -> Result<Option<refund::Model>, ServiceError> {
     let reason = "the top-up could not be delivered";
-    match open_refund(db, order_number, None, reason, RefundSource::AutoFailed).await {
-        Ok(refund) => Ok(Some(drive_refund(db, wechat, &refund, max_attempts).await?)),
+    let Some(order) = find_by_number(db, order_number).await? else {
+        return Ok(None);
+    };
+    if order.status != OrderStatus::Failed || order.refund_seq > 0 {
+        return Ok(None);
+    }
+    match open(db, &order, None, reason, RefundSource::AutoFailed, vec![]).await {
+        Ok(refund) => Ok(Some(drive_refund(db, wechat, &refund, policy).await?)),
         Err(ServiceError::OrderNotRefundable(_) | ServiceError::OrderChanged) => Ok(None),
         Err(other) => Err(other),
     }
@@ -296,18 +425,14 @@ pub async fn refund_failed_top_up(
 async fn update_refund(
     db: &impl ConnectionTrait,
     refund: &refund::Model,
-    from: &[&str],
+    guard: impl sea_orm::sea_query::IntoCondition,
     sets: Vec<(refund::Column, SimpleExpr)>,
 ) -> Result<refund::Model, DbErr> {
     let mut update = refund::Entity::update_many().col_expr(refund::Column::UpdatedAt, Expr::value(now_utc()));
     for (column, value) in sets {
         update = update.col_expr(column, value);
     }
-    update
-        .filter(refund::Column::Id.eq(refund.id))
-        .filter(refund::Column::Status.is_in(from.iter().copied()))
-        .exec(db)
-        .await?;
+    update.filter(refund::Column::Id.eq(refund.id)).filter(guard).exec(db).await?;
     refund::Entity::find_by_id(refund.id).one(db).await?.ok_or(DbErr::RecordNotFound(refund.out_refund_no.clone()))
 }
 
@@ -323,11 +448,8 @@ pub async fn record_refund_notification(
         set_event_outcome(db, event.id, "malformed", None).await?;
         return Err(CallbackError::Malformed);
     }
-    let open: Vec<refund::Model> = refunds_of(db, delivery.path_order_number)
-        .await?
-        .into_iter()
-        .filter(|r| r.status == status::PENDING || r.status == status::SUBMITTED)
-        .collect();
+    let open: Vec<refund::Model> =
+        refunds_of(db, delivery.path_order_number).await?.into_iter().filter(|r| r.status.is_open()).collect();
     let mut settled = Vec::new();
     for refund in &open {
         let confirmed = confirm_refund(db, wechat, refund).await.map_err(CallbackError::from);

@@ -4,7 +4,6 @@ use chrono::{Duration, NaiveDate, Timelike};
 use rust_decimal::Decimal;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::refunds::status;
 use crate::domain::{Money, OrderStatus};
 use crate::entities::{order, refund};
 
@@ -42,7 +41,7 @@ pub async fn stats(db: &impl ConnectionTrait, from: NaiveDate, to: NaiveDate) ->
         let numbers = chunk.iter().map(|o| o.order_number.clone());
         let rows = refund::Entity::find()
             .filter(refund::Column::OrderNumber.is_in(numbers))
-            .filter(refund::Column::Status.eq(status::SUCCESS))
+            .filter(refund::Column::Status.eq(crate::domain::RefundStatus::Success))
             .all(db)
             .await?;
         refunded_total += rows.iter().map(|r| Money::from_stored(r.amount).yuan()).sum::<Decimal>();
@@ -77,10 +76,10 @@ pub async fn stats(db: &impl ConnectionTrait, from: NaiveDate, to: NaiveDate) ->
             latencies.push((delivered - paid).num_milliseconds().max(0));
         }
         let gave_up = o.delivered_at.is_none() && o.fulfil_attempts > 0 && o.failure_reason.is_some();
-        if o.status == OrderStatus::Failed.as_str() || (gave_up && o.refund_seq > 0) {
+        if o.status == OrderStatus::Failed || (gave_up && o.refund_seq > 0) {
             s.failed += 1;
         }
-        if o.status == OrderStatus::Refunded.as_str() {
+        if o.status == OrderStatus::Refunded {
             s.refunded += 1;
         }
     }

@@ -7,7 +7,10 @@ use super::wire::{
     self, Container, Empty, Envelope, OrderRef, QueryOrderResponse, RefundRef, RefundResponse, UnifiedOrderRequest,
     UnifiedOrderResponse,
 };
-use super::{PaymentParams, PaymentStatus, Prepay, PrepayRequest, RefundRequest, RefundState, TradeState, WechatError};
+use super::{
+    CloseOutcome, PaymentParams, PaymentStatus, Prepay, PrepayRequest, RefundRequest, RefundState, TradeState,
+    WechatError,
+};
 use crate::config::WechatSettings;
 
 /// `body` is at most 128 characters on the wire.
@@ -112,12 +115,7 @@ impl OpenApiClient {
         let body = OrderRef { out_trade_no: order_number, sub_mch_id: &self.target.mch_id };
         let answer: QueryOrderResponse = match self.call("queryorder", order_number, &body).await {
             Err(WechatError::Business { err_code, .. }) if err_code == "ORDERNOTEXIST" => {
-                return Ok(PaymentStatus {
-                    trade_state: TradeState::NotExist,
-                    total_fee: None,
-                    transaction_id: None,
-                    time_end: None,
-                })
+                return Ok(PaymentStatus::not_exist())
             }
             other => other?,
         };
@@ -126,18 +124,26 @@ impl OpenApiClient {
             Some(serde_json::Value::String(s)) => s.parse().ok(),
             _ => None,
         };
-        Ok(PaymentStatus {
-            trade_state: TradeState::parse(answer.trade_state.as_deref().unwrap_or_default()),
+        Ok(PaymentStatus::from_wire(
+            TradeState::parse(answer.trade_state.as_deref().unwrap_or_default()),
             total_fee,
-            transaction_id: answer.transaction_id.filter(|t| !t.is_empty()),
-            time_end: answer.time_end,
-        })
+            answer.transaction_id,
+            answer.time_end.as_deref(),
+        ))
     }
 
-    pub async fn close_order(&self, order_number: &str) -> Result<(), WechatError> {
+    pub async fn close_order(&self, order_number: &str) -> Result<CloseOutcome, WechatError> {
         let body = OrderRef { out_trade_no: order_number, sub_mch_id: &self.target.mch_id };
-        let _: Empty = self.call("closeorder", order_number, &body).await?;
-        Ok(())
+        match self.call::<_, Empty>("closeorder", order_number, &body).await {
+            Ok(_) => Ok(CloseOutcome::Closed),
+            Err(WechatError::Business { err_code, err_code_des }) => match err_code.as_str() {
+                "ORDERCLOSED" => Ok(CloseOutcome::AlreadyClosed),
+                "ORDERNOTEXIST" => Ok(CloseOutcome::NotFound),
+                "ORDERPAID" => Ok(CloseOutcome::Paid),
+                _ => Err(WechatError::Business { err_code, err_code_des }),
+            },
+            Err(other) => Err(other),
+        }
     }
 
     pub async fn refund(&self, request: &RefundRequest) -> Result<Option<String>, WechatError> {

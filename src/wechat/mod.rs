@@ -70,6 +70,32 @@ pub enum WechatError {
     MissingPrepay,
 }
 
+impl WechatError {
+    /// Worth sending again unchanged (same `out_trade_no` / `out_refund_no`): outages, timeouts, an answer
+    /// that could not be read, an open-API `errcode`, and WeChat's own "try again" business codes. Never
+    /// counted against an attempt budget.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WechatError::Timeout
+            | WechatError::Unreachable(_)
+            | WechatError::HttpStatus(_)
+            | WechatError::EmptyBody
+            | WechatError::Malformed(_)
+            | WechatError::Api { .. } => true,
+            WechatError::Business { err_code, .. } => TRANSIENT_CODES.contains(&err_code.as_str()),
+            WechatError::Refused { .. } | WechatError::MissingPrepay => false,
+        }
+    }
+
+    /// `NOTENOUGH`: the merchant's balance cannot cover the refund; someone must top it up.
+    pub fn needs_merchant_funds(&self) -> bool {
+        matches!(self, WechatError::Business { err_code, .. } if err_code == "NOTENOUGH")
+    }
+}
+
+/// Business codes WeChat Pay documents as "retry later" (v2 refund and order APIs).
+const TRANSIENT_CODES: [&str; 4] = ["SYSTEMERROR", "FREQUENCY_LIMITED", "NOTENOUGH", "BIZERR_NEED_RETRY"];
+
 /// The WeChat side the service talks to: the real open API, or the built-in sandbox.
 #[derive(Clone)]
 pub enum WechatPay {
@@ -128,21 +154,76 @@ impl TradeState {
         }
     }
 
+    /// For people: the state as WeChat names it.
+    pub fn describe(&self) -> String {
+        match self {
+            TradeState::Success => "SUCCESS (paid)".into(),
+            TradeState::Refund => "REFUND (paid, then refunded)".into(),
+            TradeState::NotPay => "NOTPAY (not paid)".into(),
+            TradeState::Closed => "CLOSED".into(),
+            TradeState::Revoked => "REVOKED".into(),
+            TradeState::UserPaying => "USERPAYING (payment in progress)".into(),
+            TradeState::PayError => "PAYERROR (payment failed)".into(),
+            TradeState::NotExist => "ORDERNOTEXIST (no payment under this order number)".into(),
+            TradeState::Other(other) => format!("{other:?} (unknown state)"),
+        }
+    }
+
     /// The money arrived (`REFUND` means it arrived and some went back).
     pub fn is_paid(&self) -> bool {
         matches!(self, TradeState::Success | TradeState::Refund)
     }
 }
 
-/// What `/_/pay/queryorder` says about an order's payment.
+/// What `/_/pay/queryorder` says about an order's payment, in the service's terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentStatus {
     pub trade_state: TradeState,
-    /// In fen.
-    pub total_fee: Option<i64>,
+    /// `total_fee`, when present and a valid amount.
+    pub total: Option<Money>,
     pub transaction_id: Option<String>,
-    /// `yyyyMMddHHmmss`, Beijing time.
-    pub time_end: Option<String>,
+    /// `time_end` (Beijing time on the wire) in UTC, when present and readable.
+    pub paid_at: Option<chrono::NaiveDateTime>,
+}
+
+impl PaymentStatus {
+    pub(crate) fn from_wire(
+        trade_state: TradeState,
+        total_fee: Option<i64>,
+        transaction_id: Option<String>,
+        time_end: Option<&str>,
+    ) -> Self {
+        PaymentStatus {
+            trade_state,
+            total: total_fee.and_then(|fen| Money::from_fen(fen).ok()),
+            transaction_id: transaction_id.filter(|t| !t.is_empty()),
+            paid_at: time_end.and_then(crate::domain::beijing_to_utc),
+        }
+    }
+
+    pub(crate) fn not_exist() -> Self {
+        PaymentStatus::from_wire(TradeState::NotExist, None, None, None)
+    }
+}
+
+/// What `/_/pay/closeorder` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// Closed now: the payment can no longer happen.
+    Closed,
+    /// `ORDERCLOSED`: it was closed already.
+    AlreadyClosed,
+    /// `ORDERNOTEXIST`: WeChat never had a payment under this number.
+    NotFound,
+    /// `ORDERPAID`: the user paid; query it.
+    Paid,
+}
+
+impl CloseOutcome {
+    /// The payment cannot happen any more: the order may be closed locally.
+    pub fn cannot_be_paid(self) -> bool {
+        matches!(self, CloseOutcome::Closed | CloseOutcome::AlreadyClosed | CloseOutcome::NotFound)
+    }
 }
 
 /// A refund to ask WeChat for. `out_refund_no` is stored before the call and reused on every retry.
@@ -192,7 +273,7 @@ impl WechatPay {
     }
 
     /// `/_/pay/closeorder`. WeChat refuses within 5 minutes of the prepay; callers wait that long.
-    pub async fn close_order(&self, order_number: &str) -> Result<(), WechatError> {
+    pub async fn close_order(&self, order_number: &str) -> Result<CloseOutcome, WechatError> {
         match self {
             WechatPay::OpenApi(client) => client.close_order(order_number).await,
             WechatPay::Sandbox(sandbox) => sandbox.close_order(order_number),

@@ -49,6 +49,17 @@ impl PaymentNotice {
         })
     }
 
+    /// The notice read as if it were WeChat's answer: only where confirmation is switched off
+    /// (`CALLBACK_VERIFY=false`, development).
+    pub fn as_payment_status(&self) -> super::PaymentStatus {
+        super::PaymentStatus::from_wire(
+            if self.is_success() { super::TradeState::Success } else { super::TradeState::NotPay },
+            self.total_fee,
+            self.transaction_id.clone(),
+            self.time_end.as_deref(),
+        )
+    }
+
     /// `returnCode` and `resultCode` are both `SUCCESS`.
     pub fn is_success(&self) -> bool {
         self.return_code.as_deref() == Some("SUCCESS") && self.result_code.as_deref() == Some("SUCCESS")

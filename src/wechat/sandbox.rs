@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use super::{PaymentParams, PaymentStatus, Prepay, PrepayRequest, RefundRequest, RefundState, TradeState, WechatError};
+use super::{
+    CloseOutcome, PaymentParams, PaymentStatus, Prepay, PrepayRequest, RefundRequest, RefundState, TradeState,
+    WechatError,
+};
 
 /// The simulated WeChat side used when `PAYMENT_SANDBOX=true`: no network, clearly fake parameters
 /// (`paySign` starts with `SANDBOX`) that `wx.requestPayment` would refuse, and answers that agree with
@@ -212,32 +215,28 @@ impl Sandbox {
 
     pub fn query_order(&self, order_number: &str) -> PaymentStatus {
         match self.state().payments.get(order_number) {
-            Some(p) => PaymentStatus {
-                trade_state: p.state.clone(),
-                total_fee: Some(p.total_fee),
-                transaction_id: p.transaction_id.clone(),
-                time_end: p.time_end.clone(),
-            },
-            None => PaymentStatus {
-                trade_state: TradeState::NotExist,
-                total_fee: None,
-                transaction_id: None,
-                time_end: None,
-            },
+            Some(p) => PaymentStatus::from_wire(
+                p.state.clone(),
+                Some(p.total_fee),
+                p.transaction_id.clone(),
+                p.time_end.as_deref(),
+            ),
+            None => PaymentStatus::not_exist(),
         }
     }
 
-    pub fn close_order(&self, order_number: &str) -> Result<(), WechatError> {
+    pub fn close_order(&self, order_number: &str) -> Result<CloseOutcome, WechatError> {
         let mut state = self.state();
         let Some(payment) = state.payments.get_mut(order_number) else {
-            return Err(business("ORDERNOTEXIST", "订单不存在"));
+            return Ok(CloseOutcome::NotFound);
         };
         match payment.state {
-            TradeState::NotPay | TradeState::Closed => {
+            TradeState::NotPay => {
                 payment.state = TradeState::Closed;
-                Ok(())
+                Ok(CloseOutcome::Closed)
             }
-            _ => Err(business("ORDERPAID", "订单已支付")),
+            TradeState::Closed => Ok(CloseOutcome::AlreadyClosed),
+            _ => Ok(CloseOutcome::Paid),
         }
     }
 
@@ -330,8 +329,8 @@ mod tests {
         assert_eq!(sandbox.query_order(&number).trade_state, TradeState::NotPay);
         assert!(sandbox.mark_paid(&number).is_some());
         let status = sandbox.query_order(&number);
-        assert_eq!((status.trade_state, status.total_fee), (TradeState::Success, Some(1200)));
-        assert!(sandbox.close_order(&number).is_err());
+        assert_eq!((status.trade_state, status.total.map(|m| m.to_fen())), (TradeState::Success, Some(1200)));
+        assert_eq!(sandbox.close_order(&number).unwrap(), CloseOutcome::Paid);
         assert_eq!(sandbox.query_refund("R1"), RefundState::NotFound);
         sandbox.refund(&refund(&number, "R1", 1200)).unwrap();
         assert_eq!(sandbox.query_refund("R1"), RefundState::Success);

@@ -27,7 +27,7 @@ async fn operators_filter_orders_by_status_and_anomaly() {
     let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
     mount_submit(&app, ResponseTemplate::new(400).set_body_json(json!({"message": "barred number"})), 1).await;
     let failed = app.paid_order_in_db("+97688112233").await;
-    app.state.fulfiller.fulfil_order(&failed).await.unwrap();
+    wxtopup::lifecycle::fulfil(&app.state, &failed).await.unwrap();
     let odd = app.place_order(OPENID).await;
     let mut wrong_amount = paid_notification(&odd);
     wrong_amount["totalFee"] = json!(1);
@@ -77,8 +77,8 @@ async fn retrying_a_failed_order_queries_first_and_delivers_once() {
     let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
     mount_submit(&app, ResponseTemplate::new(422).set_body_json(json!({"message": "carrier maintenance"})), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;
-    app.state.fulfiller.fulfil_order(&number).await.unwrap();
-    assert_eq!(app.order(&number).await.status, "failed");
+    wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
+    assert_eq!(app.order(&number).await.status.as_str(), "failed");
     app.carrier.reset().await;
     mount_query(&app, ResponseTemplate::new(404), 1).await;
     mount_submit(&app, ResponseTemplate::new(200).set_body_json(carrier_answer("success")), 1).await;

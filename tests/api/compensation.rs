@@ -42,7 +42,7 @@ async fn a_crashed_claim_whose_top_up_arrived_is_settled_by_query_without_resubm
     let report = run_once(&app.state).await.unwrap();
     assert_eq!((report.scanned, report.succeeded), (1, 1));
     let order = app.order(&number).await;
-    assert_eq!(order.status, "success");
+    assert_eq!(order.status.as_str(), "success");
     assert_eq!(order.fulfil_attempts, 2);
 }
 
@@ -54,7 +54,7 @@ async fn a_crashed_claim_whose_top_up_never_arrived_is_submitted_exactly_once() 
     let number = crashed_mid_submit(&app).await;
     let report = run_once(&app.state).await.unwrap();
     assert_eq!(report.succeeded, 1);
-    assert_eq!(app.order(&number).await.status, "success");
+    assert_eq!(app.order(&number).await.status.as_str(), "success");
     // A second sweep has nothing left to do.
     assert_eq!(run_once(&app.state).await.unwrap().scanned, 0);
 }
@@ -80,7 +80,7 @@ async fn a_paid_order_whose_fulfilment_never_started_is_picked_up() {
     let number = app.paid_order_in_db("+97688112233").await;
     let report = run_once(&app.state).await.unwrap();
     assert_eq!((report.scanned, report.succeeded, report.skipped), (1, 1, 0));
-    assert_eq!(app.order(&number).await.status, "success");
+    assert_eq!(app.order(&number).await.status.as_str(), "success");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -114,7 +114,7 @@ async fn three_replicas_sweeping_at_once_deliver_each_of_200_orders_exactly_once
     assert_eq!(submitted.len(), 200);
     assert_eq!(unique.len(), 200);
     for number in &numbers {
-        assert_eq!(first.order(number).await.status, "success");
+        assert_eq!(first.order(number).await.status.as_str(), "success");
     }
 }
 

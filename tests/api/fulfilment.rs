@@ -1,15 +1,19 @@
 use futures::future::join_all;
 use reqwest::StatusCode;
+use sea_orm::sea_query::Expr;
 use serde_json::json;
+use serde_json::Value;
 use std::time::Duration;
-use wiremock::matchers::{body_json, header, method, path};
+use wiremock::matchers::{body_json, header, method, path, path_regex};
 use wiremock::{Mock, ResponseTemplate};
 use wxtopup::domain::now_utc;
+use wxtopup::entities::order;
 use wxtopup::fulfilment::FulfilOutcome;
 use wxtopup::jobs::compensate::run_once;
 
 use crate::helpers::{
-    carrier_answer, mount_query, mount_submit, paid_notification, spawn_app, spawn_app_with, CARRIER_TOKEN, OPENID,
+    assert_books_balance, assert_error, carrier_answer, mount_query, mount_submit, mount_wechat, paid_notification,
+    refund_accepted, spawn_app, spawn_app_with, CARRIER_TOKEN, OPENID,
 };
 
 fn delivered() -> ResponseTemplate {
@@ -70,7 +74,7 @@ async fn the_callback_is_answered_before_the_carrier_finishes() {
     assert_eq!(response.status(), StatusCode::OK);
     // The answer came back while the carrier was still working.
     let status = app.order(&number).await.status;
-    assert!(status == "paid" || status == "recharging", "{status}");
+    assert!(matches!(status.as_str(), "paid" | "recharging"), "{status}");
     app.wait_for_status(&number, "success").await;
 }
 
@@ -81,7 +85,7 @@ async fn fault(submit: ResponseTemplate) -> (crate::helpers::TestApp, String, Fu
     mount_submit(&app, submit, 1).await;
     mount_query(&app, delivered(), 0).await;
     let number = app.paid_order_in_db("+97688112233").await;
-    let outcome = app.state.fulfiller.fulfil_order(&number).await.unwrap();
+    let outcome = wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
     (app, number, outcome)
 }
 
@@ -89,7 +93,7 @@ async fn assert_retry_scheduled(submit: ResponseTemplate, expected_message: &str
     let (app, number, outcome) = fault(submit).await;
     assert_eq!(outcome, FulfilOutcome::Retrying);
     let order = app.order(&number).await;
-    assert_eq!(order.status, "recharging");
+    assert_eq!(order.status.as_str(), "recharging");
     assert_eq!(order.lease_owner, None);
     assert!(order.submitted);
     // Backoff: base 60 s with jitter 0.8–1.2, so not due for at least 48 s.
@@ -130,9 +134,9 @@ async fn a_carrier_4xx_fails_the_order_for_good() {
     let (app, number, outcome) =
         fault(ResponseTemplate::new(400).set_body_json(json!({"status": "failed", "message": "number not prepaid"})))
             .await;
-    assert_eq!(outcome, FulfilOutcome::Failed);
+    assert!(matches!(outcome, FulfilOutcome::Failed(_)));
     let order = app.order(&number).await;
-    assert_eq!(order.status, "failed");
+    assert_eq!(order.status.as_str(), "failed");
     assert!(order.failure_reason.unwrap().contains("number not prepaid"));
     assert_eq!(app.attempts(&number).await[0].outcome, "refused");
     assert_eq!(run_once(&app.state).await.unwrap().scanned, 0);
@@ -141,8 +145,8 @@ async fn a_carrier_4xx_fails_the_order_for_good() {
 #[tokio::test]
 async fn a_carrier_failed_status_fails_the_order() {
     let (app, number, outcome) = fault(ResponseTemplate::new(200).set_body_json(carrier_answer("failed"))).await;
-    assert_eq!(outcome, FulfilOutcome::Failed);
-    assert_eq!(app.order(&number).await.status, "failed");
+    assert!(matches!(outcome, FulfilOutcome::Failed(_)));
+    assert_eq!(app.order(&number).await.status.as_str(), "failed");
 }
 
 #[tokio::test]
@@ -158,7 +162,7 @@ async fn a_retry_queries_the_carrier_before_submitting_again() {
     mount_submit(&app, delivered(), 1).await;
     mount_query(&app, ResponseTemplate::new(404), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;
-    assert_eq!(app.state.fulfiller.fulfil_order(&number).await.unwrap(), FulfilOutcome::Retrying);
+    assert_eq!(wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap(), FulfilOutcome::Retrying);
     app.expire_lease(&number).await;
     let report = run_once(&app.state).await.unwrap();
     assert_eq!((report.scanned, report.succeeded), (1, 1));
@@ -175,33 +179,170 @@ async fn a_pending_top_up_is_settled_by_query_without_a_second_submit() {
     mount_submit(&app, ResponseTemplate::new(200).set_body_json(carrier_answer("pending")), 1).await;
     mount_query(&app, delivered(), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;
-    assert_eq!(app.state.fulfiller.fulfil_order(&number).await.unwrap(), FulfilOutcome::Retrying);
+    assert_eq!(wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap(), FulfilOutcome::Retrying);
     app.expire_lease(&number).await;
-    assert_eq!(app.state.fulfiller.fulfil_order(&number).await.unwrap(), FulfilOutcome::Delivered);
-    assert_eq!(app.order(&number).await.status, "success");
+    assert_eq!(wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap(), FulfilOutcome::Delivered);
+    assert_eq!(app.order(&number).await.status.as_str(), "success");
 }
 
 #[tokio::test]
-async fn exhausted_retries_end_failed() {
-    let app = spawn_app_with(&[("FULFILMENT_MAX_ATTEMPTS", "2"), ("AUTO_REFUND_ON_FAILURE", "false")]).await;
-    mount_submit(&app, ResponseTemplate::new(500), 2).await;
-    mount_query(&app, ResponseTemplate::new(404), 1).await;
+async fn an_outcome_still_unknown_after_the_budget_is_unresolved_never_refunded_and_still_queried() {
+    let app = spawn_app_with(&[("FULFILMENT_MAX_ATTEMPTS", "2")]).await;
+    mount_wechat(&app, "refund", json!({}), 0).await;
+    // The carrier keeps the top-up pending through the whole budget…
+    Mock::given(method("POST"))
+        .and(path("/topups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(carrier_answer("pending")))
+        .expect(1)
+        .mount(&app.carrier)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/topups/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(carrier_answer("pending")))
+        .up_to_n_times(1)
+        .mount(&app.carrier)
+        .await;
     let number = app.paid_order_in_db("+97688112233").await;
-    assert_eq!(app.state.fulfiller.fulfil_order(&number).await.unwrap(), FulfilOutcome::Retrying);
+    assert_eq!(wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap(), FulfilOutcome::Retrying);
     app.expire_lease(&number).await;
-    assert_eq!(app.state.fulfiller.fulfil_order(&number).await.unwrap(), FulfilOutcome::Failed);
+    let outcome = wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
+    assert!(matches!(outcome, FulfilOutcome::Unresolved(_)), "{outcome:?}");
     let order = app.order(&number).await;
-    assert_eq!(order.status, "failed");
-    assert!(order.failure_reason.unwrap().contains("gave up after 2 attempts"));
-    assert_eq!(app.attempts(&number).await.len(), 3);
+    assert_eq!(order.status.as_str(), "unresolved", "pending is not failed");
+    assert!(order.unresolved_at.is_some());
+    assert!(order.lease_expires_at.unwrap() > now_utc(), "asked again later, on the backoff");
+    crate::helpers::wait_for_alert(&app, "topup_unresolved", &number).await;
+    assert!(!crate::helpers::alert_kinds(&app, &number).await.contains(&"topup_failed".to_string()));
+    assert_books_balance(&app, &number).await;
+
+    // …then completes: the next query delivers it, and nothing was refunded.
+    mount_query(&app, ResponseTemplate::new(200).set_body_json(carrier_answer("success")), 1).await;
+    app.expire_lease(&number).await;
+    assert_eq!(run_once(&app.state).await.unwrap().succeeded, 1);
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "success");
+    assert_eq!(order.refund_seq, 0);
+    assert_books_balance(&app, &number).await;
 }
 
 #[tokio::test]
-async fn shutdown_waits_for_the_grace_period_then_releases_unfinished_claims() {
+async fn an_unresolved_order_is_refunded_only_on_the_carriers_proof_or_a_forced_reason() {
+    let app = spawn_app_with(&[("FULFILMENT_MAX_ATTEMPTS", "1")]).await;
+    mount_submit(&app, ResponseTemplate::new(504), 1).await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    let outcome = wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
+    assert!(matches!(outcome, FulfilOutcome::Unresolved(_)), "{outcome:?}");
+    // The carrier still reports it pending: no proof, no refund.
+    mount_query(&app, ResponseTemplate::new(200).set_body_json(carrier_answer("pending")), 1).await;
+    let refused = app.admin_post_json(&format!("/admin/orders/{number}/refund"), &json!({"reason": "customer"})).await;
+    assert_error(refused, StatusCode::CONFLICT, "REFUND_NEEDS_PROOF").await;
+    assert_eq!(app.order(&number).await.status.as_str(), "unresolved");
+    // A partial refund of an undelivered order is refused whatever the proof.
+    let partial = app
+        .admin_post_json(
+            &format!("/admin/orders/{number}/refund"),
+            &json!({"reason": "x", "amount": "1.00", "force": true}),
+        )
+        .await;
+    assert_error(partial, StatusCode::CONFLICT, "PARTIAL_REFUND_UNDELIVERED").await;
+    // Forced, with the reason recorded.
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    let forced = app
+        .admin_post_json(
+            &format!("/admin/orders/{number}/refund"),
+            &json!({"reason": "carrier confirmed by phone", "force": true}),
+        )
+        .await;
+    assert_eq!(forced.status(), StatusCode::OK);
+    let forced: Value = forced.json().await.unwrap();
+    assert!(forced["reason"].as_str().unwrap().contains("forced by an operator"), "{forced}");
+    assert_eq!(app.order(&number).await.status.as_str(), "refunding");
+}
+
+#[tokio::test]
+async fn an_operator_marks_an_unresolved_order_delivered() {
+    let app = spawn_app_with(&[("FULFILMENT_MAX_ATTEMPTS", "1")]).await;
+    mount_submit(&app, ResponseTemplate::new(200).set_body_json(carrier_answer("pending")), 1).await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
+    assert_eq!(app.order(&number).await.status.as_str(), "unresolved");
+    let path = format!("/admin/orders/{number}/mark-delivered");
+    let empty = app.admin_post_json(&path, &json!({"note": " "})).await;
+    assert_error(empty, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
+    let marked = app.admin_post_json(&path, &json!({"note": "carrier portal shows it delivered"})).await;
+    assert_eq!(marked.status(), StatusCode::OK);
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "success");
+    assert!(order.delivered_at.is_some());
+    assert_books_balance(&app, &number).await;
+    let again = app.admin_post_json(&path, &json!({"note": "twice"})).await;
+    assert_error(again, StatusCode::CONFLICT, "ORDER_NOT_UNRESOLVED").await;
+}
+
+#[tokio::test]
+async fn a_408_or_429_from_the_carrier_is_unknown_not_a_refusal() {
+    for status in [408, 429] {
+        let app = spawn_app().await;
+        mount_submit(&app, ResponseTemplate::new(status), 1).await;
+        let number = app.paid_order_in_db("+97688112233").await;
+        let outcome = wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
+        assert_eq!(outcome, FulfilOutcome::Retrying, "HTTP {status}");
+        assert_eq!(app.order(&number).await.status.as_str(), "recharging");
+    }
+}
+
+#[tokio::test]
+async fn a_stale_attempt_of_this_same_worker_cannot_write_over_a_newer_claim() {
+    let app = spawn_app_with(&[("TOPUP_TIMEOUT_MS", "5000"), ("FULFILMENT_LEASE_SECONDS", "60")]).await;
+    // The first attempt's submit hangs, then the carrier refuses it; meanwhile its lease is taken over
+    // by a newer claim of the same worker, which delivers.
+    Mock::given(method("POST"))
+        .and(path("/topups"))
+        .respond_with(ResponseTemplate::new(400).set_delay(Duration::from_millis(800)))
+        .up_to_n_times(1)
+        .mount(&app.carrier)
+        .await;
+    mount_query(&app, ResponseTemplate::new(200).set_body_json(carrier_answer("success")), 1).await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    let stale = {
+        let state = app.state.clone();
+        let number = number.clone();
+        tokio::spawn(async move { wxtopup::lifecycle::fulfil(&state, &number).await })
+    };
+    for _ in 0..100 {
+        if app.order(&number).await.submitted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.expire_lease(&number).await;
+    assert_eq!(wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap(), FulfilOutcome::Delivered);
+    assert_eq!(stale.await.unwrap().unwrap(), FulfilOutcome::NotClaimed, "the stale refusal is dropped");
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "success");
+    assert_eq!(order.refund_seq, 0);
+}
+
+#[tokio::test]
+async fn an_operator_retry_keeps_the_claims_version() {
+    let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
+    mount_submit(&app, ResponseTemplate::new(400), 1).await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
+    let failed = app.order(&number).await;
+    assert_eq!(failed.status.as_str(), "failed");
+    let retried = wxtopup::services::admin::retry_order(&app.db, &number).await.unwrap();
+    assert_eq!(retried.status.as_str(), "paid");
+    assert!(retried.fulfil_attempts >= failed.fulfil_attempts, "the version never goes back");
+    assert_eq!(retried.budget_from, failed.fulfil_attempts, "the budget restarts from it");
+}
+
+#[tokio::test]
+async fn shutdown_keeps_the_lease_of_a_claim_whose_carrier_call_is_still_running() {
     let mut app = spawn_app_with(&[("TOPUP_TIMEOUT_MS", "5000"), ("FULFILMENT_LEASE_SECONDS", "60")]).await;
     mount_submit(&app, delivered().set_delay(Duration::from_secs(4)), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;
-    app.state.fulfiller.spawn(number.clone());
+    wxtopup::lifecycle::react(&app.state, wxtopup::lifecycle::Happened::Paid { order_number: number.clone() });
     // Wait until the worker holds the claim and the submit is on its way.
     for _ in 0..100 {
         if app.order(&number).await.submitted {
@@ -209,10 +350,34 @@ async fn shutdown_waits_for_the_grace_period_then_releases_unfinished_claims() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let worker = app.state.fulfiller.worker().to_string();
     app.stop().await; // grace is 1 s in tests; the carrier takes 4 s
     let order = app.order(&number).await;
-    assert_eq!(order.status, "recharging");
-    assert_eq!(order.lease_owner, None, "the claim must be given back");
-    assert!(order.lease_expires_at.unwrap() <= now_utc(), "another replica may take it at once");
+    assert_eq!(order.status.as_str(), "recharging");
+    // Handing the claim over now would let another replica submit while this submit is on the wire.
+    assert_eq!(order.lease_owner.as_deref(), Some(worker.as_str()), "an in-flight claim keeps its owner");
+    assert!(order.lease_expires_at.unwrap() > now_utc() + chrono::Duration::seconds(30), "and its lease");
     assert!(order.submitted, "the next holder must query before submitting");
+}
+
+#[tokio::test]
+async fn shutdown_releases_an_idle_claim_at_once() {
+    let mut app = spawn_app().await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    // A claim this worker holds with no carrier call running (its task died on a database error).
+    let worker = app.state.fulfiller.worker().to_string();
+    let lease_until = now_utc() + chrono::Duration::seconds(60);
+    app.set(
+        &number,
+        vec![
+            (order::Column::Status, Expr::value("recharging")),
+            (order::Column::LeaseOwner, Expr::value(worker)),
+            (order::Column::LeaseExpiresAt, Expr::value(lease_until)),
+        ],
+    )
+    .await;
+    app.stop().await;
+    let order = app.order(&number).await;
+    assert_eq!(order.lease_owner, None, "the idle claim is given back");
+    assert!(order.lease_expires_at.unwrap() <= now_utc(), "another replica may take it at once");
 }

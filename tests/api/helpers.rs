@@ -252,7 +252,7 @@ impl TestApp {
     pub async fn wait_for_status(&self, order_number: &str, status: &str) -> order::Model {
         for _ in 0..500 {
             let order = self.order(order_number).await;
-            if order.status == status {
+            if order.status.as_str() == status {
                 return order;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -262,6 +262,10 @@ impl TestApp {
 
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("request sent")
+    }
+
+    pub async fn admin_post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await.expect("request sent")
     }
 
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
@@ -322,8 +326,8 @@ pub async fn assert_error(response: reqwest::Response, status: StatusCode, code:
 }
 
 /// A payment status that means "paid at some point" (fulfilment may have moved it on).
-pub fn is_paid(status: &str) -> bool {
-    matches!(status, "paid" | "recharging" | "success" | "failed" | "refunding" | "refunded")
+pub fn is_paid(status: &wxtopup::domain::OrderStatus) -> bool {
+    matches!(status.as_str(), "paid" | "recharging" | "success" | "failed" | "unresolved" | "refunding" | "refunded")
 }
 
 /// The carrier's answer for a top-up in `status`.
@@ -408,4 +412,35 @@ pub async fn order_with_prepay(app: &TestApp, minutes_ago: i64) -> String {
     )
     .await;
     number
+}
+
+/// Waits until an alert of `kind` for `order_number` is recorded (they are written in the background).
+pub async fn wait_for_alert(app: &TestApp, kind: &str, order_number: &str) {
+    use wxtopup::entities::alert;
+    for _ in 0..200 {
+        let found = alert::Entity::find()
+            .filter(alert::Column::Kind.eq(kind))
+            .filter(alert::Column::OrderNumber.eq(order_number))
+            .one(&app.db)
+            .await
+            .unwrap();
+        if found.is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no {kind} alert for {order_number}");
+}
+
+/// The alerts recorded for an order, by kind.
+pub async fn alert_kinds(app: &TestApp, order_number: &str) -> Vec<String> {
+    use wxtopup::entities::alert;
+    alert::Entity::find()
+        .filter(alert::Column::OrderNumber.eq(order_number))
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.kind)
+        .collect()
 }

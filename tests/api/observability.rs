@@ -131,7 +131,7 @@ async fn a_failed_top_up_and_unbalanced_books_are_alerted() {
     let app = spawn_app_with(&[("AUTO_REFUND_ON_FAILURE", "false")]).await;
     mount_submit(&app, ResponseTemplate::new(400).set_body_json(json!({"message": "barred"})), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;
-    app.state.fulfiller.fulfil_order(&number).await.unwrap();
+    wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap();
     let report = run_once(&app.state).await.unwrap();
     assert_eq!(report.mismatches, 1);
     let mut kinds: Vec<String> = Vec::new();
@@ -160,8 +160,8 @@ async fn statistics_count_the_funnel_amounts_and_hours() {
     let delivered = app.paid_order_in_db("+97688112233").await;
     let failed = app.paid_order_in_db("+97688110000").await;
     app.place_order(OPENID).await;
-    app.state.fulfiller.fulfil_order(&delivered).await.unwrap();
-    app.state.fulfiller.fulfil_order(&failed).await.unwrap();
+    wxtopup::lifecycle::fulfil(&app.state, &delivered).await.unwrap();
+    wxtopup::lifecycle::fulfil(&app.state, &failed).await.unwrap();
 
     let stats: Value = app.admin_get("/admin/stats").await.json().await.unwrap();
     assert_eq!((stats["placed"].as_u64(), stats["paid"].as_u64()), (Some(3), Some(2)), "{stats}");

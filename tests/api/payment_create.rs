@@ -56,7 +56,7 @@ async fn create_payment_sends_the_exact_unified_order_request_and_returns_the_pa
     );
     let order = app.order(&number).await;
     assert_eq!(order.prepay_id.as_deref(), Some("wx29415831e6a111ccb805125015a7282000"));
-    assert_eq!(order.status, "unpaid");
+    assert_eq!(order.status.as_str(), "unpaid");
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn assert_upstream_failure(response: ResponseTemplate, expected_in_message
     let message = body["message"].as_str().unwrap();
     assert!(message.contains(expected_in_message), "{message:?} lacks {expected_in_message:?}");
     let order = app.order(&number).await;
-    assert_eq!(order.status, "unpaid");
+    assert_eq!(order.status.as_str(), "unpaid");
     assert_eq!(order.prepay_id, None);
     assert_eq!(order.prepay_params, None);
 }

@@ -50,7 +50,7 @@ async fn an_operator_refunds_a_delivered_order_in_full() {
     assert_eq!(body["outRefundNo"], out_refund_no.as_str());
     assert_eq!(body["amount"], "12.00");
     assert_eq!(body["status"], "success");
-    assert_eq!(app.order(&number).await.status, "refunded");
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
 
     let sent = refund_requests(&app.wechat.received_requests().await.unwrap());
     assert_eq!(sent[0]["out_trade_no"], number.as_str());
@@ -98,7 +98,7 @@ async fn partial_refunds_never_add_up_to_more_than_was_paid() {
     let nothing_left = refund(&app, &number, json!({"reason": "again"})).await;
     assert_error(nothing_left, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
     let order = app.order(&number).await;
-    assert_eq!(order.status, "refunded");
+    assert_eq!(order.status.as_str(), "refunded");
     assert_books_balance(&app, &number).await;
 }
 
@@ -140,31 +140,98 @@ async fn a_refund_retry_reuses_the_same_out_refund_no() {
     let first: Value = refund(&app, &number, json!({"reason": "retry me"})).await.json().await.unwrap();
     assert_eq!(first["status"], "pending");
     assert!(first["lastError"].as_str().unwrap().contains("503"));
+    // Backed off: the next pass leaves it alone until its time comes.
+    assert_eq!(run_once(&app.state).await.unwrap().refunds_completed, 0);
+    make_refunds_due(&app).await;
     let report = run_once(&app.state).await.unwrap();
     assert_eq!(report.refunds_completed, 1);
     let sent = refund_requests(&app.wechat.received_requests().await.unwrap());
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0]["out_refund_no"], sent[1]["out_refund_no"]);
-    assert_eq!(app.order(&number).await.status, "refunded");
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
+}
+
+fn refusal(code: &str) -> Value {
+    json!({"errcode": 0, "errmsg": "ok", "respdata": {"return_code": "SUCCESS", "result_code": "FAIL",
+        "err_code": code, "err_code_des": "refused"}})
+}
+
+/// Moves every refund's backoff into the past.
+async fn make_refunds_due(app: &TestApp) {
+    use sea_orm::{sea_query::Expr, EntityTrait};
+    use wxtopup::entities::refund;
+    let past = wxtopup::domain::now_utc() - chrono::Duration::seconds(1);
+    refund::Entity::update_many()
+        .col_expr(refund::Column::NextAttemptAt, Expr::value(past))
+        .exec(&app.db)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
-async fn a_refund_wechat_keeps_refusing_ends_failed_and_shows_in_the_books() {
+async fn a_refund_refused_for_lack_of_funds_waits_and_alerts_instead_of_failing() {
     let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "2")]).await;
     let number = delivered_order(&app).await;
-    let refused = json!({"errcode": 0, "errmsg": "ok", "respdata": {"return_code": "SUCCESS", "result_code": "FAIL",
-        "err_code": "NOTENOUGH", "err_code_des": "基本账户余额不足"}});
-    mount_wechat(&app, "refund", refused, 2).await;
+    mount_wechat(&app, "refund", refusal("NOTENOUGH"), 4).await;
     let first: Value = refund(&app, &number, json!({"reason": "no money"})).await.json().await.unwrap();
     assert_eq!(first["status"], "pending");
+    for _ in 0..3 {
+        make_refunds_due(&app).await;
+        run_once(&app.state).await.unwrap();
+    }
+    let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
+    let row = &history["refunds"][0];
+    assert_eq!(row["status"], "pending", "a retryable refusal never burns the budget: {row}");
+    assert_eq!(row["attempts"], 4);
+    assert!(row["lastError"].as_str().unwrap().contains("NOTENOUGH"));
+    crate::helpers::wait_for_alert(&app, "merchant_funds_low", &number).await;
+    // Still owed to the payer: in flight, not a mismatch.
+    assert_books_balance(&app, &number).await;
+}
+
+#[tokio::test]
+async fn a_refund_refused_for_good_ends_failed_and_an_operator_retry_sends_the_same_number() {
+    let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "2")]).await;
+    let number = delivered_order(&app).await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refusal("PARAM_ERROR")))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&app.wechat)
+        .await;
+    refund(&app, &number, json!({"reason": "refused"})).await;
+    make_refunds_due(&app).await;
     run_once(&app.state).await.unwrap();
     let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
     assert_eq!(history["refunds"][0]["status"], "failed");
-    assert!(history["refunds"][0]["lastError"].as_str().unwrap().contains("NOTENOUGH"));
     let books = books_for(&app, &number).await;
     assert_eq!(books["balanced"], false);
-    assert_eq!(books["mismatches"][0]["orderNumber"], number.as_str());
     assert!(books["mismatches"][0]["reason"].as_str().unwrap().contains("refund failed"));
+    crate::helpers::wait_for_alert(&app, "refund_failed", &number).await;
+
+    // The operator fixes the cause and retries: WeChat is asked first, then the same number is sent.
+    let out_refund_no = format!("R{number}01");
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryrefund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refusal("REFUNDNOTEXIST")))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&out_refund_no, "SUCCESS"), 1).await;
+    let retried = app.admin_post(&format!("/admin/refunds/{out_refund_no}/retry")).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(retried["status"], "success");
+    let sent = refund_requests(&app.wechat.received_requests().await.unwrap());
+    assert!(sent.iter().all(|r| r["out_refund_no"] == out_refund_no.as_str()), "{sent:?}");
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
+    assert_books_balance(&app, &number).await;
+    // A refund that is not failed cannot be retried.
+    let again = app.admin_post(&format!("/admin/refunds/{out_refund_no}/retry")).await;
+    assert_error(again, StatusCode::CONFLICT, "REFUND_NOT_RETRYABLE").await;
 }
 
 #[tokio::test]
@@ -227,7 +294,7 @@ async fn the_refund_notification_is_stored_and_confirmed_by_query() {
         .unwrap();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errcode"], 0);
-    assert_eq!(app.order(&number).await.status, "refunded");
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
     let events = app.events(&number).await;
     let stored = events.iter().find(|e| e.kind == "refund_callback").unwrap();
     assert_eq!(stored.outcome, "confirmed");
@@ -250,7 +317,7 @@ async fn a_forged_refund_notification_changes_nothing_by_itself() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(app.order(&number).await.status, "refunding", "only queryrefund may settle a refund");
+    assert_eq!(app.order(&number).await.status.as_str(), "refunding", "only queryrefund may settle a refund");
 }
 
 #[tokio::test]

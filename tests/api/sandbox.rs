@@ -56,7 +56,7 @@ async fn a_sandbox_payment_never_called_back_is_found_by_reconciliation() {
     let number = order_with_sandbox_prepay(&app, "+97688112233").await;
     let body: Value = pay(&app, &number, json!({"deliver": "never"})).await.json().await.unwrap();
     assert_eq!(body["callbackAnswers"], json!([]));
-    assert_eq!(app.order(&number).await.status, "unpaid");
+    assert_eq!(app.order(&number).await.status.as_str(), "unpaid");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // past the 1 s grace
     let report = run_once(&app.state).await.unwrap();
     assert_eq!(report.recovered, 1);
@@ -69,7 +69,7 @@ async fn a_wrong_amount_in_the_sandbox_shows_an_anomaly() {
     let number = order_with_sandbox_prepay(&app, "+97688112233").await;
     pay(&app, &number, json!({"wrongAmount": true})).await;
     let order = app.order(&number).await;
-    assert_eq!(order.status, "unpaid");
+    assert_eq!(order.status.as_str(), "unpaid");
     assert!(order.anomaly.unwrap().contains("totalFee"));
 }
 

@@ -1,0 +1,169 @@
+//! The order's lifecycle in one place. Every status change goes through [`transition`], whose guard and
+//! target come from the state machine (`domain::OrderStatus`); every reaction to a change (start the
+//! top-up, refund a failed one, alert) is decided in [`react`]. Routes, jobs and the fulfilment worker
+//! report what happened and call [`react`]; none of them decides a reaction on its own.
+//!
+//! Work that must finish once started (fulfilment, refunds) runs on tasks tracked by the fulfiller,
+//! never on a request's future, so a caller that hangs up cannot cancel it.
+
+mod transition;
+
+pub use transition::{transition, Moved};
+
+use crate::alerts::AlertKind;
+use crate::app::AppState;
+use crate::domain::RefundStatus;
+use crate::entities::refund;
+use crate::fulfilment::FulfilOutcome;
+use crate::services::payments::{self, Confirmation, Finding};
+use crate::services::refunds;
+
+/// Something happened to an order that may call for a reaction.
+#[derive(Debug)]
+pub enum Happened {
+    /// `unpaid → paid`: start the top-up.
+    Paid { order_number: String },
+    /// An operator put a failed or unresolved top-up back in line: start it.
+    RetryRequested { order_number: String },
+    /// A fulfilment attempt ended.
+    Fulfilment { order_number: String, outcome: FulfilOutcome },
+    /// A payment arrived for a closed order; its whole refund was opened with the payment.
+    LatePayment(refund::Model),
+    /// A payment or callback that does not fit the order (forged, another amount, a second payment).
+    Anomaly { order_number: String, detail: String },
+    /// A refund was opened or driven; it may have ended `failed`.
+    Refund(refund::Model),
+}
+
+/// The reactions, all of them: this match is the only place that decides what follows a change.
+/// Never waits: anything slow runs on a tracked task.
+pub fn react(state: &AppState, happened: Happened) {
+    match happened {
+        Happened::Paid { order_number } | Happened::RetryRequested { order_number } => {
+            start_fulfilment(state, order_number)
+        }
+        Happened::Fulfilment { order_number, outcome } => match outcome {
+            FulfilOutcome::Failed(reason) => {
+                state.alerter.raise(AlertKind::TopUpFailed, &order_number, &reason);
+                if state.settings.lifecycle.auto_refund_on_failure {
+                    refund_failed_top_up(state, order_number);
+                }
+            }
+            FulfilOutcome::Unresolved(reason) => {
+                state.alerter.raise(AlertKind::TopUpUnresolved, &order_number, &reason);
+            }
+            FulfilOutcome::Delivered | FulfilOutcome::Retrying | FulfilOutcome::NotClaimed => {}
+        },
+        Happened::LatePayment(refund) => drive_refund(state, refund),
+        Happened::Anomaly { order_number, detail } => state.alerter.raise(AlertKind::Anomaly, &order_number, &detail),
+        Happened::Refund(refund) => {
+            if refunds::waiting_for_merchant_funds(&refund) {
+                let message = format!(
+                    "refund {} of {} yuan waits: the WeChat Pay merchant balance is too low (NOTENOUGH); top it up and the refund is retried",
+                    refund.out_refund_no, refund.amount
+                );
+                state.alerter.raise(AlertKind::MerchantFundsLow, &refund.order_number, &message);
+            }
+            if refund.status == RefundStatus::Failed {
+                let message = format!(
+                    "refund {} of {} yuan failed: {}",
+                    refund.out_refund_no,
+                    refund.amount,
+                    refund.last_error.as_deref().unwrap_or("no reason given")
+                );
+                state.alerter.raise(AlertKind::RefundFailed, &refund.order_number, &message);
+            }
+        }
+    }
+}
+
+/// Runs `work` on its own task and waits for it: if the caller hangs up (axum drops the handler's
+/// future), the work still runs to its end.
+pub async fn to_completion<T, F>(work: F) -> Result<T, Interrupted>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    tokio::spawn(work).await.map_err(|error| {
+        tracing::error!(%error, "a task that must finish was interrupted");
+        Interrupted
+    })
+}
+
+/// A task run by [`to_completion`] panicked (answered 500; the sweeps pick up whatever it left).
+#[derive(Debug, thiserror::Error)]
+#[error("the work was interrupted")]
+pub struct Interrupted;
+
+/// Passes what a payment confirmation found on: a new payment starts the top-up, a late one is refunded,
+/// a second one or an anomaly is recorded and alerted.
+pub async fn react_to_finding(state: &AppState, order_number: &str, finding: Finding) -> Result<(), sea_orm::DbErr> {
+    let order_number = order_number.to_string();
+    match finding {
+        Finding::Confirmed(Confirmation::Paid) => react(state, Happened::Paid { order_number }),
+        Finding::Confirmed(Confirmation::LatePayment(refund)) => react(state, Happened::LatePayment(refund)),
+        Finding::Confirmed(Confirmation::Duplicate) | Finding::NotPaid => {}
+        Finding::Confirmed(Confirmation::SecondPayment(detail)) | Finding::Anomaly(detail) => {
+            payments::record_anomaly(&state.db, &order_number, &detail).await?;
+            react(state, Happened::Anomaly { order_number, detail });
+        }
+    }
+    Ok(())
+}
+
+/// Fulfils the order now and reacts to the outcome: what the background task, the sweep and tests run.
+pub async fn fulfil(state: &AppState, order_number: &str) -> Result<FulfilOutcome, sea_orm::DbErr> {
+    let outcome = state.fulfiller.fulfil_order(order_number).await?;
+    react(state, Happened::Fulfilment { order_number: order_number.to_string(), outcome: outcome.clone() });
+    Ok(outcome)
+}
+
+/// Starts fulfilment in the background and never delays the caller. If this process dies first, the
+/// sweep finds the order.
+fn start_fulfilment(state: &AppState, order_number: String) {
+    tracing::info!(order_number, "starting fulfilment");
+    let task_state = state.clone();
+    state.fulfiller.track(async move {
+        if let Err(error) = fulfil(&task_state, &order_number).await {
+            // The order stays due; the sweep picks it up.
+            tracing::error!(order_number, %error, "fulfilment interrupted by a database error");
+        }
+    });
+}
+
+fn refund_failed_top_up(state: &AppState, order_number: String) {
+    let task_state = state.clone();
+    state.fulfiller.track(async move {
+        match refunds::refund_failed_top_up(
+            &task_state.db,
+            &task_state.wechat,
+            &order_number,
+            &refund_policy(&task_state),
+        )
+        .await
+        {
+            Ok(Some(refund)) => react(&task_state, Happened::Refund(refund)),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(order_number, %error, "automatic refund not settled yet; reconciliation will retry");
+            }
+        }
+    });
+}
+
+/// Submits and confirms an opened refund in the background; reconciliation finishes what this does not.
+pub fn drive_refund(state: &AppState, refund: refund::Model) {
+    let task_state = state.clone();
+    state.fulfiller.track(async move {
+        match refunds::drive_refund(&task_state.db, &task_state.wechat, &refund, &refund_policy(&task_state)).await {
+            Ok(done) => react(&task_state, Happened::Refund(done)),
+            Err(error) => {
+                tracing::warn!(out_refund_no = refund.out_refund_no, %error, "refund not settled yet; reconciliation will retry");
+            }
+        }
+    });
+}
+
+pub fn refund_policy(state: &AppState) -> refunds::RefundPolicy {
+    refunds::RefundPolicy::from_settings(&state.settings.lifecycle)
+}
