@@ -107,6 +107,11 @@ async fn open(
             _ => ServiceError::OrderNotRefundable(refused.from),
         });
     }
+    // A paid order whose submit may have reached the carrier (an earlier attempt, then a retry) could be
+    // delivered: only its fulfilment's outcome decides.
+    if order.status.requires_nothing_submitted(event) && order.submitted {
+        return Err(ServiceError::OrderNotRefundable(order.status));
+    }
     let seq = order.refund_seq + 1;
     let out_refund_no = format!("R{}{seq:02}", order.order_number);
     let now = now_utc();

@@ -2,7 +2,7 @@ use futures::future::join;
 use reqwest::StatusCode;
 use sea_orm::sea_query::Expr;
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, ResponseTemplate};
 use wxtopup::domain::now_utc;
 use wxtopup::entities::order;
@@ -261,4 +261,82 @@ async fn refresh_is_rate_limited_while_unpaid_and_ignores_other_users() {
     }
     let response = app.get_as(&format!("/orders/{number}?refresh=true"), crate::helpers::OTHER_OPENID).await;
     assert_error(response, StatusCode::NOT_FOUND, "ORDER_NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn success_with_another_amount_or_refund_on_an_unpaid_order_is_an_anomaly_that_leaves_the_batch() {
+    let app = spawn_app_with(&[("COMPENSATION_BATCH_SIZE", "1")]).await;
+    mount_submit(&app, delivered(), 1).await;
+    let odd = order_with_prepay(&app, 3).await;
+    let refunded = order_with_prepay(&app, 2).await;
+    let lost = order_with_prepay(&app, 1).await;
+    let answer = |number: &str, state: &str, fee: i64| {
+        Mock::given(method("POST"))
+            .and(path("/_/pay/queryorder"))
+            .and(body_partial_json(json!({"out_trade_no": number})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(query_order_answer(state, fee)))
+    };
+    answer(&odd, "SUCCESS", 1100).mount(&app.wechat).await;
+    answer(&refunded, "REFUND", 1200).mount(&app.wechat).await;
+    answer(&lost, "SUCCESS", 1200).mount(&app.wechat).await;
+    // One order per pass: the two anomalies do not keep the lost payment from being found.
+    let mut anomalies = 0;
+    for _ in 0..3 {
+        anomalies += run_once(&app.state).await.unwrap().anomalies;
+    }
+    assert_eq!(anomalies, 2);
+    app.wait_for_status(&lost, "success").await;
+    for number in [&odd, &refunded] {
+        let order = app.order(number).await;
+        assert_eq!(order.status.as_str(), "unpaid", "never marked paid");
+        assert!(order.anomaly.is_some());
+        crate::helpers::wait_for_alert(&app, "anomaly", number).await;
+    }
+    assert!(app.order(&odd).await.anomaly.unwrap().contains("11.00 yuan"));
+}
+
+#[tokio::test]
+async fn a_paid_order_is_refunded_only_whole_and_only_while_nothing_was_submitted() {
+    let app = spawn_app().await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    let path = format!("/admin/orders/{number}/refund");
+    let partial = app.admin_post_json(&path, &json!({"reason": "part", "amount": "1.00"})).await;
+    assert_error(partial, StatusCode::CONFLICT, "PARTIAL_REFUND_UNDELIVERED").await;
+    // A submit may have reached the carrier (an earlier attempt, then an operator retry): no refund.
+    app.set(&number, vec![(order::Column::Submitted, Expr::value(true))]).await;
+    let whole = app.admin_post_json(&path, &json!({"reason": "cancel"})).await;
+    assert_error(whole, StatusCode::CONFLICT, "ORDER_NOT_REFUNDABLE").await;
+    assert_eq!(app.order(&number).await.refund_seq, 0);
+    app.set(&number, vec![(order::Column::Submitted, Expr::value(false))]).await;
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    let whole = app.admin_post_json(&path, &json!({"reason": "cancel"})).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(app.order(&number).await.status.as_str(), "refunding");
+}
+
+#[tokio::test]
+async fn a_callback_whose_caller_hangs_up_is_still_recorded_and_fulfilled() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryorder"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(query_order_answer("SUCCESS", 1200))
+                .set_delay(std::time::Duration::from_millis(300)),
+        )
+        .mount(&app.wechat)
+        .await;
+    mount_submit(&app, delivered(), 1).await;
+    let number = app.place_order(OPENID).await;
+    let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(50)).build().unwrap();
+    let sent = impatient
+        .post(app.url(&format!("/payment/callback/{number}")))
+        .header("X-WX-SOURCE", "wx_callback")
+        .json(&paid_notification(&number))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the caller gave up before the answer");
+    let order = app.wait_for_status(&number, "success").await;
+    assert_eq!(order.transaction_id.as_deref(), Some("4200004561202203217657282768"));
+    assert_eq!(app.events(&number).await[0].outcome, "accepted");
 }
