@@ -180,9 +180,9 @@ async fn mark_queried(state: &AppState, order: &order::Model, now: chrono::Naive
     Ok(())
 }
 
-/// `unpaid → closed`, guarded on the prepay the decision saw: a payment recorded meanwhile wins, and
-/// so does a prepay stored meanwhile (it must be closed at WeChat first).
-async fn close(state: &AppState, order: &order::Model) -> Result<bool, DbErr> {
+/// `unpaid → closed` for the order as `seen`, guarded on the prepay the decision saw: a payment
+/// recorded meanwhile wins, and so does a prepay stored meanwhile (it must be closed at WeChat first).
+pub async fn close(state: &AppState, order: &order::Model) -> Result<bool, DbErr> {
     let guard = match order.prepay_at {
         Some(at) => Condition::all().add(order::Column::PrepayAt.eq(at)),
         None => Condition::all().add(order::Column::PrepayAt.is_null()),

@@ -161,8 +161,17 @@ pub async fn handle_payment_callback(
             mch_id: state.settings.wechat.mch_id.as_deref(),
             verify: state.settings.lifecycle.callback_verify,
         };
-        let outcome = payments::record_payment(&state.db, &state.wechat, &check, delivery).await?;
         let order_number = path_order_number.clone();
+        let outcome = match payments::record_payment(&state.db, &state.wechat, &check, delivery).await {
+            Ok(outcome) => outcome,
+            Err(CallbackError::Unprocessable(detail)) => {
+                // Redelivery cannot fix it, but a person must see it: money may have arrived.
+                let alert = format!("a payment callback could not be processed: {detail}");
+                lifecycle::react(&state, Happened::Anomaly { order_number, detail: alert });
+                return Err(CallbackError::Unprocessable(detail));
+            }
+            Err(other) => return Err(other),
+        };
         match outcome {
             CallbackOutcome::Confirmed(Confirmation::Paid) => lifecycle::react(&state, Happened::Paid { order_number }),
             CallbackOutcome::Confirmed(Confirmation::LatePayment(refund)) => {

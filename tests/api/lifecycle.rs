@@ -340,3 +340,48 @@ async fn a_callback_whose_caller_hangs_up_is_still_recorded_and_fulfilled() {
     assert_eq!(order.transaction_id.as_deref(), Some("4200004561202203217657282768"));
     assert_eq!(app.events(&number).await[0].outcome, "accepted");
 }
+
+#[tokio::test]
+async fn a_prepay_stored_after_reconciliation_looked_keeps_the_order_open() {
+    let app = spawn_app().await;
+    crate::helpers::mount_unified_order(
+        &app,
+        ResponseTemplate::new(200).set_body_json(crate::helpers::unified_order_success()),
+        1,
+    )
+    .await;
+    let number = app.place_order(OPENID).await;
+    // Reconciliation read the order before its prepay existed…
+    let seen = app.order(&number).await;
+    // …then the buyer asked to pay, and got parameters WeChat will honour.
+    let created = app.post_as("/payment/create", OPENID, &json!({"orderNumber": number})).await;
+    assert_eq!(created.status(), StatusCode::OK);
+    // Closing on the stale snapshot must lose.
+    assert!(!wxtopup::jobs::reconcile::close(&app.state, &seen).await.unwrap());
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "unpaid");
+    assert!(order.prepay_at.is_some());
+}
+
+#[tokio::test]
+async fn a_callback_that_cannot_be_processed_is_acknowledged_not_redelivered_forever() {
+    let app = spawn_app().await;
+    let number = app.place_order(OPENID).await;
+    // A closed order whose whole amount is already counted as refunded: the late payment's refund
+    // cannot be opened, and no redelivery will change that.
+    app.set(
+        &number,
+        vec![
+            (order::Column::Status, Expr::value("closed")),
+            (order::Column::RefundRequested, Expr::value(rust_decimal::Decimal::from(12))),
+        ],
+    )
+    .await;
+    let response = app.deliver_callback(&number, &paid_notification(&number)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], 0);
+    assert_eq!(app.events(&number).await[0].outcome, "unprocessable");
+    assert_eq!(app.order(&number).await.status.as_str(), "closed");
+    crate::helpers::wait_for_alert(&app, "anomaly", &number).await;
+}

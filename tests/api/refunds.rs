@@ -349,3 +349,48 @@ async fn the_reconciliation_report_refuses_a_bad_date() {
     assert_eq!(today["paidCount"], 0);
     assert_eq!(today["balanced"], true);
 }
+
+#[tokio::test]
+async fn a_refund_wechat_accepted_is_not_overwritten_by_a_concurrent_refusal() {
+    let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "1")]).await;
+    let number = delivered_order(&app).await;
+    // The first request to arrive is refused at once; the second is accepted, slowly.
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refusal("PARAM_ERROR")))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.wechat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(refund_accepted())
+                .set_delay(std::time::Duration::from_millis(300)),
+        )
+        .with_priority(2)
+        .mount(&app.wechat)
+        .await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&format!("R{number}01"), "SUCCESS"), 1).await;
+    let opened = wxtopup::services::refunds::open_refund(
+        &app.db,
+        &number,
+        None,
+        "race",
+        wxtopup::services::refunds::RefundSource::Operator,
+    )
+    .await
+    .unwrap();
+    let policy = wxtopup::lifecycle::refund_policy(&app.state);
+    let (a, b) = futures::future::join(
+        wxtopup::services::refunds::drive_refund(&app.db, &app.state.wechat, &opened, &policy),
+        wxtopup::services::refunds::drive_refund(&app.db, &app.state.wechat, &opened, &policy),
+    )
+    .await;
+    a.unwrap();
+    b.unwrap();
+    let rows = wxtopup::services::refunds::refunds_of(&app.db, &number).await.unwrap();
+    assert_eq!(rows[0].status.as_str(), "success", "WeChat accepted it: {:?}", rows[0]);
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
+}
