@@ -3,7 +3,7 @@
 //! before the first call and reused on every retry, then confirmed with `queryrefund`.
 
 use rand::Rng;
-use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
+use sea_orm::sea_query::{Condition, Expr, NullOrdering, Order, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, TransactionTrait,
@@ -342,7 +342,7 @@ pub async fn due_refunds(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<re
         .filter(
             Condition::any().add(refund::Column::NextAttemptAt.is_null()).add(refund::Column::NextAttemptAt.lte(now)),
         )
-        .order_by_asc(refund::Column::NextAttemptAt)
+        .order_by_with_nulls(refund::Column::NextAttemptAt, Order::Asc, NullOrdering::First)
         .order_by_asc(refund::Column::Id)
         .limit(limit)
         .all(db)
