@@ -1,5 +1,6 @@
 // wxtopup console: a buyer view (place, pay in the sandbox, follow an order) and an operator view
-// (reconciliation, statistics, alerts, orders, history, retry, refund). Plain DOM, no dependencies.
+// (reconciliation, statistics, alerts, orders, history, retry, mark delivered, refund, refund retry).
+// Plain DOM, no dependencies.
 (function () {
   'use strict';
 
@@ -25,7 +26,18 @@
     closed: ['unpaid', 'closed'],
     latePayment: ['unpaid', 'closed', 'refunding', 'refunded'],
     refundUnknown: ['unpaid', 'paid', 'refunding', 'refunded'],
+    // The attempt budget ran out without an answer either way: an operator settles it.
+    unresolved: ['unpaid', 'paid', 'recharging', 'unresolved'],
+    unresolvedDelivered: ['unpaid', 'paid', 'recharging', 'unresolved', 'success'],
+    unresolvedRefunded: ['unpaid', 'paid', 'recharging', 'unresolved', 'refunding', 'refunded'],
   };
+  /** Statuses whose delivery is still being worked on; the operator detail follows them. */
+  const MOVING = ['paid', 'recharging', 'unresolved', 'refunding'];
+  /** Orders that can be refunded in part (the rest only whole, or not at all). */
+  const PARTIAL_REFUNDABLE = ['success', 'failed', 'refunded', 'refunding'];
+  const UNRESOLVED_EXPLAINED = 'The carrier has not confirmed whether this top-up arrived. ' +
+    'It is still being asked; settle it: retry, mark delivered, or refund.';
+  const NOTENOUGH_HINT = 'waiting: the merchant\'s WeChat Pay balance is too low';
 
   // ---------------------------------------------------------------------------------------------
   // Small helpers
@@ -114,10 +126,21 @@
     return h('span', Object.assign({ class: 'status s-' + status, text: status }, attrs || {}));
   }
 
-  function isRefundable(order) {
+  /**
+   * How an order can be refunded now: 'any' (whole or in part), 'whole' (all that is left, no amount),
+   * or null. Undelivered orders only whole: `unresolved`, and `paid` while nothing was submitted to the
+   * carrier (a submit may have reached it otherwise, and the service refuses).
+   */
+  function refundScope(order) {
     const left = fen(order.amount) - fen(order.refundRequested);
-    if (order.status === 'paid' || order.status === 'success' || order.status === 'failed') return left > 0;
-    return order.status === 'refunded' && left > 0;
+    if (left <= 0) return null;
+    if (order.status === 'unresolved') return 'whole';
+    if (order.status === 'paid') return order.submitted ? null : 'whole';
+    return PARTIAL_REFUNDABLE.includes(order.status) ? 'any' : null;
+  }
+
+  function isRefundable(order) {
+    return refundScope(order) !== null;
   }
 
   function remaining(order) {
@@ -347,11 +370,16 @@
     const has = (s) => seen.includes(s);
     if (status === 'closed') return ROUTES.closed;
     if (status === 'failed') return ROUTES.failed;
+    if (status === 'unresolved') return ROUTES.unresolved;
+    // Settled by an operator (or a later carrier answer) after it was unresolved.
+    if (status === 'success' && has('unresolved')) return ROUTES.unresolvedDelivered;
+    // Still being delivered, also again after an unresolved spell (each carrier query, or a retry).
     if (status === 'success' || status === 'unpaid' || status === 'paid' || status === 'recharging') {
       return ROUTES.success;
     }
     // refunding / refunded
     if (has('failed')) return ROUTES.failed;
+    if (has('unresolved')) return ROUTES.unresolvedRefunded;
     if (has('closed')) return ROUTES.latePayment;
     if (has('success')) return ROUTES.refundedAfterSuccess;
     // Watched from before delivery and refunded without ever succeeding: the top-up failed
@@ -408,8 +436,9 @@
       if (i === at && step === 'success') classes.push('done');
       if (i === at && step === 'refunded') classes.push('done');
       if (step === 'failed' && i <= at) classes.push('bad');
+      if (step === 'unresolved' && i <= at) classes.push('warn');
       if (i === at && live) classes.push('live');
-      const mark = classes.includes('bad') ? '!' : (classes.includes('done') ? '✓' : '');
+      const mark = classes.includes('bad') ? '!' : classes.includes('warn') ? '?' : (classes.includes('done') ? '✓' : '');
       track.append(h('li', { class: classes.join(' '), 'data-step': step, 'aria-current': i === at ? 'step' : null },
         h('span', { class: 'dot', 'aria-hidden': 'true', text: mark }), step));
     });
@@ -483,6 +512,9 @@
       } else {
         failedSince = null;
         if (s === 'unpaid') note = 'Waiting for the payment to be confirmed…';
+        if (s === 'unresolved') {
+          note = 'The carrier has not confirmed the top-up yet; it is still being asked, and an operator will settle it.';
+        }
         if (Date.now() - lastChange >= IDLE_LIMIT_MS) {
           state.poll.timer = null;
           setPollNote('No change for ' + Math.round(IDLE_LIMIT_MS / 60000) + ' minutes; stopped watching.', true);
@@ -634,12 +666,13 @@
     pill.textContent = r.balanced ? 'balanced' : r.mismatches.length + ' mismatch' + (r.mismatches.length === 1 ? '' : 'es');
     pill.className = 'pill ' + (r.balanced ? 'ok' : 'bad');
     const totals = clear($('recon-totals'));
-    const total = (k, v) => totals.append(h('div', { class: 'total' }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: v })));
+    const total = (k, v, sub) => totals.append(h('div', { class: 'total' }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: v }),
+      sub ? h('div', { class: 'sub', text: sub }) : null));
     total('Paid orders', String(r.paidCount));
     total('Paid', yuan(r.paidTotal));
     total('Delivered', yuan(r.deliveredTotal));
     total('Refunded', yuan(r.refundedTotal));
-    total('In flight', yuan(r.inFlightTotal));
+    total('In flight', yuan(r.inFlightTotal), 'paid, recharging or unresolved');
     const mm = clear($('recon-mismatches'));
     if (r.mismatches.length) {
       const box = h('div', { class: 'mismatches', 'data-testid': 'mismatches' }, h('h3', { text: 'Mismatches' }));
@@ -874,6 +907,8 @@
     topup_failed: { label: 'top-up failed', tone: 'bad' },
     refund_failed: { label: 'refund failed', tone: 'bad' },
     reconciliation_mismatch: { label: 'books mismatch', tone: 'purple' },
+    topup_unresolved: { label: 'top-up unresolved', tone: 'unresolved' },
+    merchant_funds_low: { label: 'WeChat Pay balance low', tone: 'bad' },
   };
   const ALERT_DELIVERY = {
     pending: { label: 'sending', tone: 'warn' },
@@ -1045,11 +1080,18 @@
     if (bringIntoView && window.matchMedia('(max-width: 1099px)').matches) {
       reveal($('detail-card'));
     }
-    // Orders still moving are followed while they are on screen.
-    if (['paid', 'recharging', 'refunding'].includes(history.order.status)) {
-      state.admin.detailTimer = setTimeout(() => {
-        if (!$('view-operator').hidden && state.admin.selected === orderNumber) loadDetail(orderNumber, false);
-      }, 2000);
+    // Orders still moving are followed while they are on screen; not while the operator fills in a
+    // form of the detail (a refresh would rebuild it), which is checked again a little later.
+    if (MOVING.includes(history.order.status)) {
+      const follow = () => {
+        if ($('view-operator').hidden || state.admin.selected !== orderNumber) return;
+        if ($('order-detail').querySelector('form:not([hidden])')) {
+          state.admin.detailTimer = setTimeout(follow, 2000);
+          return;
+        }
+        loadDetail(orderNumber, false);
+      };
+      state.admin.detailTimer = setTimeout(follow, 2000);
     }
   }
 
@@ -1066,12 +1108,22 @@
       statusBadge(o.status, { 'data-testid': 'detail-status' })));
     root.append(h('div', { class: 'detail-sub', text: o.productName + ' · ' + o.phoneNumber + ' · ' + yuan(o.amount) }));
 
+    if (o.status === 'unresolved') {
+      root.append(h('div', { class: 'banner unresolved', role: 'status', 'data-testid': 'detail-unresolved' },
+        h('strong', { text: 'Unresolved' }), UNRESOLVED_EXPLAINED));
+    }
     if (o.anomaly) {
       root.append(h('div', { class: 'banner anomaly', 'data-testid': 'detail-anomaly' }, h('strong', { text: 'Anomaly' }), o.anomaly));
     }
     if (o.failureReason) {
-      root.append(h('div', { class: 'banner failure', 'data-testid': 'detail-failure' },
-        h('strong', { text: o.status === 'success' ? 'Last carrier problem' : 'Failure reason' }), o.failureReason));
+      const settledByOperator = o.status !== 'unresolved' && markedDelivered(o);
+      const title = o.status === 'unresolved' ? 'Last carrier answer'
+        : settledByOperator ? 'Operator note'
+        : o.status === 'success' ? 'Last carrier problem' : 'Failure reason';
+      root.append(h('div', {
+        class: 'banner ' + (o.status === 'unresolved' ? 'unresolved' : settledByOperator ? 'note' : 'failure'),
+        'data-testid': 'detail-failure',
+      }, h('strong', { text: title }), o.failureReason));
     }
 
     const facts = h('dl', { class: 'facts' });
@@ -1082,7 +1134,8 @@
     if (o.transactionId) fact('Transaction', h('span', { class: 'mono', text: o.transactionId }));
     fact('Attempts', String(o.fulfilAttempts) + (o.submitted ? ' (submitted to the carrier)' : ''));
     if (o.leaseOwner || o.leaseExpiresAt) {
-      fact('Lease', [o.leaseOwner ? h('span', { class: 'mono', text: o.leaseOwner + ' ' }) : 'next try ', timeEl(o.leaseExpiresAt)]);
+      const next = o.status === 'unresolved' ? 'next carrier query ' : 'next try ';
+      fact('Lease', [o.leaseOwner ? h('span', { class: 'mono', text: o.leaseOwner + ' ' }) : next, timeEl(o.leaseExpiresAt)]);
     }
     if (o.deliveredAt) fact('Delivered', timeEl(o.deliveredAt));
     if (o.providerReference) fact('Carrier ref', h('span', { class: 'mono', text: o.providerReference }));
@@ -1090,27 +1143,43 @@
     if (o.closedAt) fact('Closed', timeEl(o.closedAt));
     root.append(facts);
 
-    // Actions
+    // Actions. One form open at a time: opening one closes the other.
     const actions = h('div', { class: 'actions' });
-    if (o.status === 'failed') {
+    const forms = [];
+    const toggle = (form) => {
+      const open = form.hidden;
+      for (const f of forms) f.hidden = true;
+      form.hidden = !open;
+      if (open) form.querySelector('input[type="text"]').focus();
+    };
+    if (o.status === 'failed' || o.status === 'unresolved') {
       actions.append(h('button', {
         type: 'button', class: 'primary small', 'data-testid': 'retry', text: 'Retry top-up',
         onclick: (ev) => retryOrder(o.orderNumber, ev.currentTarget),
       }));
     }
-    let refundForm = null;
-    if (isRefundable(o)) {
-      refundForm = buildRefundForm(o);
+    if (o.status === 'unresolved') {
+      const markForm = buildMarkDeliveredForm(o);
+      forms.push(markForm);
+      actions.append(h('button', {
+        type: 'button', class: 'secondary small', 'data-testid': 'mark-delivered-open', text: 'Mark delivered…',
+        onclick: () => toggle(markForm),
+      }));
+    }
+    const scope = refundScope(o);
+    if (scope) {
+      const refundForm = buildRefundForm(o, scope);
+      forms.push(refundForm);
       actions.append(h('button', {
         type: 'button', class: 'danger small', 'data-testid': 'refund-open', text: 'Refund…',
-        onclick: () => { refundForm.hidden = !refundForm.hidden; if (!refundForm.hidden) refundForm.querySelector('input').focus(); },
+        onclick: () => toggle(refundForm),
       }));
     }
     actions.append(h('button', {
       type: 'button', class: 'secondary small', text: 'Refresh', onclick: () => loadDetail(o.orderNumber, false),
     }));
     root.append(actions);
-    if (refundForm) root.append(refundForm);
+    root.append(...forms);
 
     root.append(h('div', { class: 'subhead', text: 'History' }));
     const list = h('ol', { class: 'timeline', 'data-testid': 'timeline' });
@@ -1118,15 +1187,40 @@
     root.append(list);
   }
 
-  function buildRefundForm(o) {
+  /** The note an operator left when settling an unresolved order as delivered (kept as its failureReason). */
+  function markedDelivered(o) {
+    return typeof o.failureReason === 'string' && o.failureReason.startsWith('marked delivered by an operator');
+  }
+
+  /**
+   * The refund form. `scope` 'any': a reason and an optional amount (empty = all that is left);
+   * 'whole': no amount (an undelivered order is refunded whole), and for an unresolved order the
+   * operator may force it, which the service records with the reason.
+   */
+  function buildRefundForm(o, scope) {
+    const whole = scope === 'whole';
+    const unresolved = o.status === 'unresolved';
     const reason = h('input', { type: 'text', maxlength: '80', placeholder: 'shown to the payer', 'data-testid': 'refund-reason' });
-    const amount = h('input', { type: 'text', inputmode: 'decimal', placeholder: remaining(o), 'data-testid': 'refund-amount' });
+    const amount = whole ? null : h('input', { type: 'text', inputmode: 'decimal', placeholder: remaining(o), 'data-testid': 'refund-amount' });
+    const force = unresolved ? h('input', { type: 'checkbox', 'data-testid': 'refund-force' }) : null;
     const submit = h('button', { type: 'submit', class: 'danger small', text: 'Refund', 'data-testid': 'refund-submit' });
-    const form = h('form', { class: 'refund-form', hidden: true },
-      h('label', { class: 'field' }, h('span', { text: 'Reason' }), reason),
-      h('label', { class: 'field' }, h('span', { text: 'Amount (¥, empty = all left)' }), amount),
-      submit,
-      h('button', { type: 'button', class: 'secondary small', text: 'Cancel', onclick: () => { form.hidden = true; } }));
+    const cancel = h('button', { type: 'button', class: 'secondary small', text: 'Cancel', onclick: () => { form.hidden = true; } });
+    const form = whole
+      ? h('form', { class: 'refund-form stacked', hidden: true },
+        h('label', { class: 'field' }, h('span', { text: 'Reason' }), reason),
+        h('p', { class: 'hint form-note', 'data-testid': 'refund-whole-note',
+          text: 'Refunds all that is left, ' + yuan(remaining(o)) + ': an order that was not delivered is refunded whole only.' }),
+        force ? [
+          h('label', { class: 'check form-note' }, force, ' Force (the carrier has not proved it failed)'),
+          h('p', { class: 'hint form-note',
+            text: 'Without it the carrier is asked first, and the refund goes ahead only if it proves the top-up did not arrive.' }),
+        ] : null,
+        submit, cancel)
+      : h('form', { class: 'refund-form', hidden: true },
+        h('label', { class: 'field' }, h('span', { text: 'Reason' }), reason),
+        h('label', { class: 'field' }, h('span', { text: 'Amount (¥, empty = all left)' }), amount),
+        submit, cancel);
+    reason.addEventListener('input', () => reason.removeAttribute('aria-invalid'));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const why = reason.value.trim();
@@ -1137,17 +1231,76 @@
         return;
       }
       const body = { reason: why };
-      const value = amount.value.trim();
+      const value = amount ? amount.value.trim() : '';
       if (value) body.amount = value;
+      if (force) body.force = force.checked;
       await busy(submit, async () => {
-        const refund = await api('/admin/orders/' + encodeURIComponent(o.orderNumber) + '/refund', {
-          method: 'POST', as: 'admin', body,
-        });
-        notify('Refund ' + refund.outRefundNo + ' of ' + yuan(refund.amount) + ': ' + refund.status + '.', 'ok');
+        let refund;
+        try {
+          refund = await api('/admin/orders/' + encodeURIComponent(o.orderNumber) + '/refund', {
+            method: 'POST', as: 'admin', body,
+          });
+        } catch (e) {
+          // The carrier did not prove non-delivery: the operator may force it (or retry, or mark delivered).
+          if (force && e.code === 'REFUND_NEEDS_PROOF') force.focus();
+          throw e;
+        }
+        notify(refundNotice(refund), 'ok');
         afterAction(o.orderNumber);
       });
     });
     return form;
+  }
+
+  /** Settles an unresolved order as delivered; the note (how the operator knows) is required. */
+  function buildMarkDeliveredForm(o) {
+    const note = h('input', {
+      type: 'text', maxlength: '400', placeholder: 'how you know it arrived, e.g. the carrier portal shows it delivered',
+      'data-testid': 'mark-delivered-note',
+    });
+    const submit = h('button', { type: 'submit', class: 'primary small', text: 'Mark delivered', 'data-testid': 'mark-delivered-submit' });
+    const form = h('form', { class: 'refund-form stacked mark-delivered-form', hidden: true },
+      h('label', { class: 'field' }, h('span', { text: 'Note (kept on the order)' }), note),
+      h('p', { class: 'hint form-note', text: 'The order becomes success and the carrier is no longer asked about it.' }),
+      submit,
+      h('button', { type: 'button', class: 'secondary small', text: 'Cancel', onclick: () => { form.hidden = true; } }));
+    note.addEventListener('input', () => note.removeAttribute('aria-invalid'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const text = note.value.trim();
+      if (!text) {
+        note.setAttribute('aria-invalid', 'true');
+        note.focus();
+        notify('Marking an order delivered needs a note: how do you know the top-up arrived?', 'error');
+        return;
+      }
+      await busy(submit, async () => {
+        const order = await api('/admin/orders/' + encodeURIComponent(o.orderNumber) + '/mark-delivered', {
+          method: 'POST', as: 'admin', body: { note: text },
+        });
+        notify('Order ' + order.orderNumber + ' is ' + order.status + ': marked delivered.', 'ok');
+        afterAction(o.orderNumber);
+      });
+    });
+    return form;
+  }
+
+  function isWaitingForFunds(refund) {
+    return refund.status === 'pending' && typeof refund.lastError === 'string' && refund.lastError.includes('NOTENOUGH');
+  }
+
+  function refundNotice(refund) {
+    return 'Refund ' + refund.outRefundNo + ' of ' + yuan(refund.amount) + ': ' + refund.status +
+      (isWaitingForFunds(refund) ? ' (' + NOTENOUGH_HINT + ')' : '') + '.';
+  }
+
+  /** Sends a failed refund again under its own number (the service asks WeChat first). */
+  async function retryRefund(orderNumber, outRefundNo, button) {
+    await busy(button, async () => {
+      const refund = await api('/admin/refunds/' + encodeURIComponent(outRefundNo) + '/retry', { method: 'POST', as: 'admin' });
+      notify(refundNotice(refund), 'ok');
+      afterAction(orderNumber);
+    });
   }
 
   async function retryOrder(orderNumber, button) {
@@ -1180,10 +1333,12 @@
     const entries = [];
     const add = (at, entry, notBefore) => {
       const d = parseTime(at);
-      if (!d) return;
+      if (!d) return null;
       const floor = parseTime(notBefore);
       const time = floor ? Math.max(d.getTime(), floor.getTime()) : d.getTime();
-      entries.push(Object.assign({ at, time, seq: entries.length }, entry));
+      const added = Object.assign({ at, time, seq: entries.length }, entry);
+      entries.push(added);
+      return added;
     };
     add(o.createdAt, { kind: 'order', title: 'Order placed', body: o.productName + ' for ' + o.phoneNumber + ', ' + yuan(o.amount) });
     // paidAt is WeChat's payment time, to the second only: keep it after the order was placed.
@@ -1208,10 +1363,14 @@
         tone: tone(a.outcome),
       });
     }
-    if (o.deliveredAt) add(o.deliveredAt, { kind: 'order', title: 'Delivered', body: o.providerReference ? 'carrier ref ' + o.providerReference : null, tone: 'good' });
+    if (o.deliveredAt) {
+      add(o.deliveredAt, markedDelivered(o)
+        ? { kind: 'order', title: 'Marked delivered', body: o.failureReason, tone: 'good' }
+        : { kind: 'order', title: 'Delivered', body: o.providerReference ? 'carrier ref ' + o.providerReference : null, tone: 'good' });
+    }
     for (const r of history.refunds) {
       const settled = r.status === 'success' || r.status === 'failed';
-      add(r.createdAt, {
+      const opened = add(r.createdAt, {
         kind: 'refund',
         title: 'Refund ' + yuan(r.amount) + ' opened',
         outcome: settled ? null : r.status,
@@ -1225,9 +1384,16 @@
           outcome: r.status,
           body: [r.refundId ? 'refund id ' + r.refundId : null, r.lastError, r.attempts ? r.attempts + ' attempt(s)' : null].filter(Boolean).join(' · '),
           tone: r.status === 'success' ? 'good' : 'bad',
+          action: r.status === 'failed' ? {
+            text: 'Retry refund',
+            testid: 'refund-retry',
+            label: 'Retry refund ' + r.outRefundNo,
+            run: (button) => retryRefund(o.orderNumber, r.outRefundNo, button),
+          } : null,
         });
-      } else if (r.lastError) {
-        entries[entries.length - 1].body += ' · last error: ' + r.lastError;
+      } else {
+        if (opened && r.lastError) opened.body += ' · last error: ' + r.lastError;
+        if (opened && isWaitingForFunds(r)) opened.hint = NOTENOUGH_HINT;
       }
     }
     if (o.closedAt) add(o.closedAt, { kind: 'order', title: 'Closed', body: 'expired unpaid' });
@@ -1256,6 +1422,14 @@
       e.outcome ? h('span', { class: 'tag ' + (e.tone || ''), text: e.outcome }) : null,
       h('span', { class: 'tl-time' }, timeEl(e.at, preciseFormat))));
     if (e.body) li.append(h('div', { class: 'tl-body', text: e.body }));
+    if (e.hint) li.append(h('div', { class: 'tl-hint', 'data-testid': 'refund-waiting', text: e.hint }));
+    if (e.action) {
+      const action = e.action;
+      li.append(h('div', { class: 'tl-actions' }, h('button', {
+        type: 'button', class: 'secondary small', 'data-testid': action.testid, 'aria-label': action.label || null, text: action.text,
+        onclick: (ev) => action.run(ev.currentTarget),
+      })));
+    }
     if (e.raw) {
       li.append(h('details', null, h('summary', { text: 'Headers and body' }),
         h('pre', { text: prettyJson(e.raw.headers) }),

@@ -339,3 +339,23 @@ test('operator: both orders, the refunded one\'s history, and a balanced day', {
   await screenshot(m, 'operator-mobile.png');
   await mobile.done();
 });
+
+// Needs the server started with FULFILMENT_MAX_ATTEMPTS=1 (as .ci/run does): the sandbox carrier keeps
+// `…03` pending, so its one attempt leaves the order unresolved at once instead of after minutes.
+test('operator: an unresolved top-up is shown as such and settled as delivered', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, done } = await openPage(DESKTOP);
+  const orderNumber = await buyAndFollow(page, phoneEndingIn('03'), 'unresolved');
+
+  await gotoConsole(page, 'operator');
+  const row = await searchOrder(page, orderNumber, 'unresolved');
+  const detail = await openDetail(page, row, orderNumber);
+  await detail.getByTestId('detail-unresolved').waitFor();
+  assert.equal(await detail.getByTestId('retry').count(), 1, 'an unresolved order can be retried');
+  assert.equal(await detail.getByTestId('refund-open').count(), 1, 'and refunded, on proof or forced');
+  await detail.getByTestId('mark-delivered-open').click();
+  await detail.getByTestId('mark-delivered-note').fill('carrier portal shows it delivered');
+  await detail.getByTestId('mark-delivered-submit').click();
+  await page.locator(`[data-testid="order-detail"][data-order-number="${orderNumber}"][data-status="success"]`).waitFor();
+  await screenshot(page, 'operator-unresolved-settled.png');
+  await done();
+});
