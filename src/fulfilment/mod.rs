@@ -20,6 +20,8 @@
 //! reference) early; the carrier's idempotency on the reference and guard 2 still hold.
 
 mod http;
+#[cfg(test)]
+mod model;
 pub mod policy;
 mod provider;
 mod sandbox;
