@@ -365,8 +365,8 @@ fn mismatch(order: &order::Model, expected_mch_id: Option<&str>, notice: &Paymen
         return Some("the callback's outTradeNo names another order".into());
     }
     let expected_fen = Money::from_stored(order.amount).to_fen();
-    if notice.total_fee != Some(expected_fen) {
-        let said = notice.total_fee.map_or_else(|| "no amount".to_string(), |fen| format!("{fen} fen"));
+    if notice.total.map(Money::to_fen) != Some(expected_fen) {
+        let said = notice.total.map_or_else(|| "no amount".to_string(), |m| format!("{} fen", m.to_fen()));
         return Some(format!("the callback's totalFee is {said}, the order is {expected_fen} fen"));
     }
     if let Some(mch_id) = expected_mch_id {

@@ -3,18 +3,20 @@
 
 use serde_json::Value;
 
+use crate::domain::{beijing_to_utc, Money};
+
 /// The fields of a payment callback this service acts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentNotice {
     pub return_code: Option<String>,
     pub result_code: Option<String>,
     pub out_trade_no: Option<String>,
-    /// In fen.
-    pub total_fee: Option<i64>,
+    /// `totalFee` (fen on the wire), when it is a valid amount.
+    pub total: Option<Money>,
     pub sub_mch_id: Option<String>,
     pub transaction_id: Option<String>,
-    /// `yyyyMMddHHmmss`, Beijing time.
-    pub time_end: Option<String>,
+    /// `timeEnd` (`yyyyMMddHHmmss`, Beijing time on the wire) in UTC, when readable.
+    pub paid_at: Option<chrono::NaiveDateTime>,
 }
 
 /// The body is not a JSON object.
@@ -42,22 +44,22 @@ impl PaymentNotice {
             return_code: text("returnCode"),
             result_code: text("resultCode"),
             out_trade_no: text("outTradeNo"),
-            total_fee: fen("totalFee"),
+            total: fen("totalFee").and_then(|fen| Money::from_fen(fen).ok()),
             sub_mch_id: text("subMchId"),
             transaction_id: text("transactionId"),
-            time_end: text("timeEnd"),
+            paid_at: text("timeEnd").as_deref().and_then(beijing_to_utc),
         })
     }
 
     /// The notice read as if it were WeChat's answer: only where confirmation is switched off
     /// (`CALLBACK_VERIFY=false`, development).
     pub fn as_payment_status(&self) -> super::PaymentStatus {
-        super::PaymentStatus::from_wire(
-            if self.is_success() { super::TradeState::Success } else { super::TradeState::NotPay },
-            self.total_fee,
-            self.transaction_id.clone(),
-            self.time_end.as_deref(),
-        )
+        super::PaymentStatus {
+            trade_state: if self.is_success() { super::TradeState::Success } else { super::TradeState::NotPay },
+            total: self.total,
+            transaction_id: self.transaction_id.clone().filter(|t| !t.is_empty()),
+            paid_at: self.paid_at,
+        }
     }
 
     /// `returnCode` and `resultCode` are both `SUCCESS`.
@@ -75,17 +77,23 @@ mod tests {
         let body = br#"{"returnCode":"SUCCESS","appid":"wxd2565e6a04246fd1","mchId":"1800780001","subMchId":"1712734762","resultCode":"SUCCESS","totalFee":1,"cashFee":1,"transactionId":"4200004561202203217657282768","outTradeNo":"2021WERUN1647839289398","timeEnd":"20220321132007"}"#;
         let n = PaymentNotice::parse(body).unwrap();
         assert!(n.is_success());
-        assert_eq!(n.total_fee, Some(1));
+        assert_eq!(n.total, Some(Money::from_fen(1).unwrap()));
         assert_eq!(n.sub_mch_id.as_deref(), Some("1712734762"));
         assert_eq!(n.out_trade_no.as_deref(), Some("2021WERUN1647839289398"));
-        assert_eq!(n.time_end.as_deref(), Some("20220321132007"));
+        assert_eq!(n.paid_at.unwrap().to_string(), "2022-03-21 05:20:07");
     }
 
     #[test]
     fn accepts_a_fee_sent_as_a_string() {
         let n = PaymentNotice::parse(br#"{"totalFee":"1200"}"#).unwrap();
-        assert_eq!(n.total_fee, Some(1200));
+        assert_eq!(n.total, Some(Money::from_fen(1200).unwrap()));
         assert!(!n.is_success());
+    }
+
+    #[test]
+    fn an_amount_that_is_not_money_is_no_amount() {
+        assert_eq!(PaymentNotice::parse(br#"{"totalFee":-5}"#).unwrap().total, None);
+        assert_eq!(PaymentNotice::parse(br#"{"totalFee":99999999999999999}"#).unwrap().total, None);
     }
 
     #[test]

@@ -394,3 +394,22 @@ async fn a_refund_wechat_accepted_is_not_overwritten_by_a_concurrent_refusal() {
     assert_eq!(rows[0].status.as_str(), "success", "WeChat accepted it: {:?}", rows[0]);
     assert_eq!(app.order(&number).await.status.as_str(), "refunded");
 }
+
+#[tokio::test]
+async fn a_failed_refund_is_asked_about_again_and_settles_if_wechat_did_it_after_all() {
+    let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "1")]).await;
+    let number = delivered_order(&app).await;
+    mount_wechat(&app, "refund", refusal("PARAM_ERROR"), 1).await;
+    let first: Value = refund(&app, &number, json!({"reason": "refused"})).await.json().await.unwrap();
+    assert_eq!(first["status"], "failed");
+    // Not asked again before its backoff…
+    mount_wechat(&app, "queryrefund", query_refund_answer(&format!("R{number}01"), "SUCCESS"), 1).await;
+    run_once(&app.state).await.unwrap();
+    assert_eq!(app.order(&number).await.status.as_str(), "refunding");
+    // …then asked, and WeChat's word wins. It is never sent again without an operator.
+    make_refunds_due(&app).await;
+    let report = run_once(&app.state).await.unwrap();
+    assert_eq!(report.refunds_completed, 1);
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
+    assert_eq!(refund_requests(&app.wechat.received_requests().await.unwrap()).len(), 1);
+}
