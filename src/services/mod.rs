@@ -2,6 +2,7 @@
 //! knows about HTTP or the scheduler.
 
 pub mod admin;
+pub mod deliveries;
 pub mod orders;
 pub mod payments;
 pub mod reconciliation;

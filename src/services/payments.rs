@@ -1,16 +1,16 @@
 use chrono::Duration;
 use sea_orm::sea_query::{Condition, Expr};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use std::net::IpAddr;
 
+use super::deliveries::{set_event_outcome, store_delivery};
+pub use super::deliveries::{CallbackDelivery, CallbackError};
 use super::orders::{find_by_number, find_order};
 use super::{refunds, ServiceError};
 use crate::domain::{now_utc, Money, OrderEvent, OrderNumber, OrderStatus};
-use crate::entities::{order, payment_event, refund};
+use crate::entities::{order, refund};
 use crate::lifecycle::transition;
-use crate::wechat::{PaymentNotice, PaymentParams, PaymentStatus, PrepayRequest, TradeState, WechatError, WechatPay};
+use crate::wechat::{PaymentNotice, PaymentParams, PaymentStatus, PrepayRequest, TradeState, WechatPay};
 
 /// A prepay id lives two hours at WeChat; one younger than this is handed out again instead of asking
 /// for a new one (the user closed the payment sheet and tapped "pay" again).
@@ -72,14 +72,6 @@ fn reusable_prepay(order: &order::Model) -> Option<PaymentParams> {
     serde_json::from_str(order.prepay_params.as_deref()?).ok()
 }
 
-/// One delivery of the platform's payment callback, as received.
-pub struct CallbackDelivery<'a> {
-    pub path_order_number: &'a str,
-    /// The headers that matter for audit, as a JSON object.
-    pub headers: String,
-    pub body: &'a [u8],
-}
-
 /// What a callback delivery did. All of these are acknowledged to the platform with errcode 0:
 /// redelivering would not change them.
 #[derive(Debug)]
@@ -116,34 +108,6 @@ impl CallbackOutcome {
                 Some(detail)
             }
             _ => None,
-        }
-    }
-}
-
-/// Why a delivery could not be handled.
-#[derive(Debug, thiserror::Error)]
-pub enum CallbackError {
-    /// The body is not JSON: stored, answered 400.
-    #[error("callback body is not a JSON object")]
-    Malformed,
-    /// Transient: nothing was decided; the platform should redeliver.
-    #[error(transparent)]
-    Database(#[from] sea_orm::DbErr),
-    /// The confirming `queryorder` failed: nothing was decided; the platform should redeliver.
-    #[error("payment could not be confirmed with WeChat: {0}")]
-    Unconfirmed(#[from] WechatError),
-    /// Redelivering cannot change this (the refund of a late payment was refused by the rules, the
-    /// order vanished): recorded, logged, and acknowledged so the platform stops.
-    #[error("{0}")]
-    Unprocessable(String),
-}
-
-impl From<ServiceError> for CallbackError {
-    fn from(error: ServiceError) -> Self {
-        match error {
-            ServiceError::Wechat(e) => CallbackError::Unconfirmed(e),
-            ServiceError::Database(e) => CallbackError::Database(e),
-            other => CallbackError::Unprocessable(other.to_string()),
         }
     }
 }
@@ -386,41 +350,6 @@ pub async fn record_anomaly(db: &impl ConnectionTrait, order_number: &str, detai
         .col_expr(order::Column::Anomaly, Expr::value(truncate(detail, 500)))
         .col_expr(order::Column::UpdatedAt, Expr::value(now_utc()))
         .filter(order::Column::OrderNumber.eq(order_number))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
-/// Stores a delivery as received, before anything is decided, for audit.
-pub(crate) async fn store_delivery(
-    db: &impl ConnectionTrait,
-    kind: &str,
-    delivery: &CallbackDelivery<'_>,
-) -> Result<payment_event::Model, sea_orm::DbErr> {
-    payment_event::ActiveModel {
-        order_number: Set(delivery.path_order_number.chars().take(64).collect()),
-        kind: Set(kind.into()),
-        outcome: Set("received".into()),
-        detail: Set(None),
-        headers: Set(delivery.headers.clone()),
-        body: Set(String::from_utf8_lossy(delivery.body).into_owned()),
-        received_at: Set(now_utc()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-}
-
-pub(crate) async fn set_event_outcome(
-    db: &impl ConnectionTrait,
-    event_id: i64,
-    outcome: &str,
-    detail: Option<String>,
-) -> Result<(), sea_orm::DbErr> {
-    payment_event::Entity::update_many()
-        .col_expr(payment_event::Column::Outcome, Expr::value(outcome))
-        .col_expr(payment_event::Column::Detail, Expr::value(detail.map(|d| truncate(&d, 500))))
-        .filter(payment_event::Column::Id.eq(event_id))
         .exec(db)
         .await?;
     Ok(())

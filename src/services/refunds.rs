@@ -9,8 +9,8 @@ use sea_orm::{
     QueryFilter, QueryOrder, TransactionTrait,
 };
 
+use super::deliveries::{set_event_outcome, store_delivery, CallbackDelivery, CallbackError};
 use super::orders::find_by_number;
-use super::payments::{set_event_outcome, store_delivery, CallbackDelivery, CallbackError};
 use super::ServiceError;
 use crate::config::LifecycleSettings;
 use crate::domain::{now_utc, Money, OrderEvent, OrderStatus, RefundScope, RefundStatus};
