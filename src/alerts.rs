@@ -28,6 +28,8 @@ pub enum AlertKind {
     RefundFailed,
     /// The day's books do not balance for an order.
     ReconciliationMismatch,
+    /// A request handler or a background task panicked (keyed by the hour, not an order).
+    Panic,
 }
 
 impl AlertKind {
@@ -39,6 +41,7 @@ impl AlertKind {
             AlertKind::MerchantFundsLow => "merchant_funds_low",
             AlertKind::RefundFailed => "refund_failed",
             AlertKind::ReconciliationMismatch => "reconciliation_mismatch",
+            AlertKind::Panic => "panic",
         }
     }
 
@@ -50,6 +53,7 @@ impl AlertKind {
             AlertKind::MerchantFundsLow => "商户余额不足 / merchant balance too low for a refund",
             AlertKind::RefundFailed => "退款失败 / refund failed",
             AlertKind::ReconciliationMismatch => "对账不平 / books do not balance",
+            AlertKind::Panic => "程序异常 / the service panicked",
         }
     }
 }

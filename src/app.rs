@@ -8,10 +8,11 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::alerts::Alerter;
+use crate::alerts::{AlertKind, Alerter};
 use crate::config::{redact_url, Settings};
 use crate::error::ApiError;
 use crate::fulfilment::{provider_from_settings, Fulfiller};
@@ -163,6 +164,7 @@ fn sqlite_file(url: &str) -> Option<String> {
 }
 
 pub fn router(state: AppState) -> Router {
+    let state_alerter = state.alerter.clone();
     let api = Router::new()
         .route("/health", get(routes::health::health))
         .route("/metrics", get(routes::metrics::metrics))
@@ -196,7 +198,39 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside the logging layer, so a panic is logged with its request id like any other 500.
+        .route_layer(CatchPanicLayer::custom(PanicResponse { alerter: Some(state_alerter) }))
         .route_layer(axum::middleware::from_fn(telemetry::observe))
+}
+
+/// What a handler that panicked answers: a JSON 500 like any internal error. The panic is logged,
+/// counted (`http_panics_total`) and alerted (at most one alert per hour); the process keeps serving.
+#[derive(Clone)]
+pub struct PanicResponse {
+    pub alerter: Option<Alerter>,
+}
+
+impl tower_http::catch_panic::ResponseForPanic for PanicResponse {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(
+        &mut self,
+        panic: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<Self::ResponseBody> {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        tracing::error!(panic = detail, "a request handler panicked; answered 500");
+        metrics::counter!("http_panics_total").increment(1);
+        if let Some(alerter) = &self.alerter {
+            // One alert per hour: the alert key is (kind, "order number"), here the hour.
+            let hour = chrono::Utc::now().format("panic-%Y%m%d%H").to_string();
+            alerter.raise(AlertKind::Panic, &hour, &format!("a request handler panicked: {detail}"));
+        }
+        axum::response::IntoResponse::into_response(ApiError::Internal)
+    }
 }
 
 async fn shutdown_signal() {
@@ -219,4 +253,31 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_json_500_and_the_router_keeps_serving() {
+        let app: Router = Router::new()
+            .route("/boom", get(boom))
+            .route("/ok", get(|| async { "ok" }))
+            .route_layer(CatchPanicLayer::custom(PanicResponse { alerter: None }));
+        let request = |path: &str| axum::http::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();
+        let boom = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(boom.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(boom.into_body(), 1024).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "INTERNAL_ERROR");
+        assert!(!body["message"].as_str().unwrap().contains("boom"), "the panic text is not shown");
+        let ok = app.oneshot(request("/ok")).await.unwrap();
+        assert_eq!(ok.status(), axum::http::StatusCode::OK);
+    }
 }

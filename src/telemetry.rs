@@ -93,6 +93,24 @@ pub async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+/// Runs a background task so that a panic in it ends only that task: logged, counted
+/// (`task_panics_total{task}`), and the scheduler, the fulfiller and every other task keep going.
+pub async fn contain_panics<F>(task: &'static str, work: F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    use futures::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        tracing::error!(task, panic = detail, "a background task panicked; the service keeps running");
+        metrics::counter!("task_panics_total", "task" => task).increment(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +120,13 @@ mod tests {
         assert_eq!(openid_tag("oZp5njTTsWaCeEoXi14oeOVCKlik"), openid_tag("oZp5njTTsWaCeEoXi14oeOVCKlik"));
         assert_ne!(openid_tag("a"), openid_tag("b"));
         assert_eq!(openid_tag("anything").len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_contained() {
+        super::contain_panics("test", async { panic!("boom") }).await;
+        let mut ran = false;
+        super::contain_panics("test", async { ran = true }).await;
+        assert!(ran, "later tasks still run");
     }
 }

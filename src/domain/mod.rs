@@ -4,6 +4,7 @@
 mod money;
 mod order_number;
 mod order_status;
+mod paging;
 mod phone;
 mod refund_status;
 mod time;
@@ -11,6 +12,7 @@ mod time;
 pub use money::{Money, MoneyError};
 pub use order_number::OrderNumber;
 pub use order_status::{OrderEvent, OrderStatus, RefundScope, TransitionError};
+pub use paging::{Paging, PagingError};
 pub use phone::PhoneNumber;
 pub use refund_status::RefundStatus;
-pub use time::{beijing_to_utc, beijing_today, now_utc};
+pub use time::{beijing_to_utc, beijing_today, now_utc, parse_day, DayError, FIRST_DAY, LAST_DAY};

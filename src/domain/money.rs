@@ -76,6 +76,35 @@ impl fmt::Display for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_decimal_is_an_amount_or_refused_and_amounts_round_trip_through_fen(
+            mantissa in any::<i64>(), scale in 0u32..=28,
+        ) {
+            let yuan = Decimal::new(mantissa, scale);
+            if let Ok(m) = Money::from_yuan(yuan) {
+                prop_assert!(m.to_fen() >= 0 && m.to_fen() < 1_000_000_000_000);
+                prop_assert_eq!(Money::from_fen(m.to_fen()), Ok(m));
+                prop_assert_eq!(m.yuan(), yuan);
+            }
+        }
+
+        #[test]
+        fn any_fen_is_an_amount_or_refused(fen in any::<i64>()) {
+            if let Ok(m) = Money::from_fen(fen) {
+                prop_assert_eq!(m.to_fen(), fen);
+            }
+        }
+
+        #[test]
+        fn subtraction_never_goes_negative(a in 0i64..1_000_000_000, b in 0i64..1_000_000_000) {
+            let (a, b) = (Money::from_fen(a).unwrap(), Money::from_fen(b).unwrap());
+            let d = a.saturating_sub(b);
+            prop_assert!(d.to_fen() >= 0 && d <= a);
+        }
+    }
     use std::str::FromStr;
 
     fn d(s: &str) -> Decimal {

@@ -15,10 +15,11 @@ impl OrderNumber {
 
     /// Accepts only the shape this service generates, so a path segment can be used in queries safely.
     pub fn parse(s: &str) -> Option<Self> {
-        let rest = s.strip_prefix("ORD")?;
+        // Bytes, not string slices: a multi-byte character must not split a slice (that would panic).
+        let rest = s.strip_prefix("ORD")?.as_bytes();
         let valid = rest.len() == 17
-            && rest[..13].bytes().all(|b| b.is_ascii_digit())
-            && rest[13..].bytes().all(|b| b.is_ascii_alphanumeric());
+            && rest[..13].iter().all(u8::is_ascii_digit)
+            && rest[13..].iter().all(u8::is_ascii_alphanumeric);
         valid.then(|| OrderNumber(s.to_string()))
     }
 
@@ -36,6 +37,29 @@ impl fmt::Display for OrderNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_multibyte_character_is_refused_not_a_panic() {
+        assert_eq!(OrderNumber::parse("ORD176390000000\u{e9}abc"), None);
+        assert_eq!(OrderNumber::parse("ORD1763900000000\u{e9}ab"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_and_what_parses_is_safe(s in "\\PC{0,40}") {
+            if let Some(n) = OrderNumber::parse(&s) {
+                prop_assert_eq!(n.as_str().len(), 20);
+                prop_assert!(n.as_str().bytes().all(|b| b.is_ascii_alphanumeric()));
+            }
+        }
+
+        #[test]
+        fn generated_numbers_parse(millis in any::<i64>()) {
+            let n = OrderNumber::generate(millis);
+            prop_assert_eq!(OrderNumber::parse(n.as_str()), Some(n.clone()));
+        }
+    }
 
     #[test]
     fn generated_numbers_have_the_documented_shape() {

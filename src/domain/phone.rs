@@ -25,6 +25,24 @@ impl fmt::Display for PhoneNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_and_what_parses_is_digits(s in "\\PC{0,24}") {
+            if let Some(p) = PhoneNumber::parse(&s) {
+                let digits = p.as_str().strip_prefix('+').unwrap_or(p.as_str());
+                prop_assert!((6..=15).contains(&digits.len()));
+                prop_assert!(digits.bytes().all(|b| b.is_ascii_digit()));
+            }
+        }
+
+        #[test]
+        fn every_well_formed_number_parses(plus in any::<bool>(), digits in "[0-9]{6,15}") {
+            let s = if plus { format!("+{digits}") } else { digits };
+            prop_assert_eq!(PhoneNumber::parse(&s).map(|p| p.to_string()), Some(s));
+        }
+    }
 
     #[test]
     fn accepts_six_to_fifteen_digits_with_optional_plus() {

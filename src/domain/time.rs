@@ -13,13 +13,90 @@ pub fn beijing_today() -> NaiveDate {
 
 /// Parses WeChat's `yyyyMMddHHmmss` in Beijing time (UTC+8, no daylight saving) into UTC.
 pub fn beijing_to_utc(s: &str) -> Option<NaiveDateTime> {
+    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let local = NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok()?;
-    Some(local - Duration::hours(8))
+    local.checked_sub_signed(Duration::hours(8))
+}
+
+/// The first and last day the service accepts in a query: beyond them no order can exist, and date
+/// arithmetic on them can never overflow.
+pub const FIRST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(2000, 1, 1) {
+    Some(d) => d,
+    None => NaiveDate::MIN,
+};
+pub const LAST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(2999, 12, 31) {
+    Some(d) => d,
+    None => NaiveDate::MAX,
+};
+
+/// A day not in `YYYY-MM-DD` with a four-digit year, or outside [`FIRST_DAY`]..=[`LAST_DAY`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("dates must be YYYY-MM-DD between 2000-01-01 and 2999-12-31")]
+pub struct DayError;
+
+/// Parses a query's day strictly: exactly `YYYY-MM-DD` (no sign, no six-digit years), within bounds.
+pub fn parse_day(s: &str) -> Result<NaiveDate, DayError> {
+    let b = s.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return Err(DayError);
+    }
+    let day = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| DayError)?;
+    if !(FIRST_DAY..=LAST_DAY).contains(&day) {
+        return Err(DayError);
+    }
+    Ok(day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn days_are_strict_and_bounded() {
+        assert_eq!(parse_day("2026-12-01").unwrap().to_string(), "2026-12-01");
+        for bad in [
+            "-262143-01-01",
+            "+2026-12-01",
+            "2026-1-01",
+            "2026-02-30",
+            "1999-12-31",
+            "3000-01-01",
+            "",
+            "２０２６-12-01",
+        ] {
+            assert_eq!(parse_day(bad), Err(DayError), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_and_accepted_days_take_arithmetic(s in "\\PC{0,16}") {
+            if let Ok(day) = parse_day(&s) {
+                prop_assert!(day.checked_sub_signed(Duration::days(400)).is_some());
+                prop_assert!(day.checked_add_signed(Duration::days(400)).is_some());
+                prop_assert!(day.and_hms_opt(0, 0, 0).is_some());
+            }
+        }
+
+        #[test]
+        fn every_day_in_range_round_trips(offset in 0i64..365_000) {
+            if let Some(day) = FIRST_DAY.checked_add_signed(Duration::days(offset)).filter(|d| *d <= LAST_DAY) {
+                prop_assert_eq!(parse_day(&day.format("%Y-%m-%d").to_string()), Ok(day));
+            }
+        }
+
+        #[test]
+        fn any_time_end_parses_or_is_refused(s in "\\PC{0,20}") {
+            let _ = beijing_to_utc(&s);
+        }
+    }
 
     #[test]
     fn time_end_is_beijing_time() {

@@ -143,7 +143,7 @@ impl Fulfiller {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.inner.tasks.spawn(work);
+        self.inner.tasks.spawn(crate::telemetry::contain_panics("fulfilment", work));
     }
 
     /// Claims the order if it is due, then delivers it, retries it later, fails it on proof, or leaves

@@ -33,7 +33,7 @@ pub async fn start(state: &AppState) -> Result<JobScheduler, SchedulerError> {
     let job_state = state.clone();
     let job = Job::new_async(compensation, move |_id, _lock| {
         let state = job_state.clone();
-        Box::pin(async move { compensate::run_logged(&state).await })
+        Box::pin(crate::telemetry::contain_panics("compensate", async move { compensate::run_logged(&state).await }))
     })
     .map_err(fail("COMPENSATION_CRON", compensation))?;
     scheduler.add(job).await.map_err(fail("COMPENSATION_CRON", compensation))?;
@@ -42,7 +42,7 @@ pub async fn start(state: &AppState) -> Result<JobScheduler, SchedulerError> {
     let job_state = state.clone();
     let job = Job::new_async(reconciliation, move |_id, _lock| {
         let state = job_state.clone();
-        Box::pin(async move { reconcile::run_logged(&state).await })
+        Box::pin(crate::telemetry::contain_panics("reconcile", async move { reconcile::run_logged(&state).await }))
     })
     .map_err(fail("RECONCILE_CRON", reconciliation))?;
     scheduler.add(job).await.map_err(fail("RECONCILE_CRON", reconciliation))?;

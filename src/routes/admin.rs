@@ -48,8 +48,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 fn parse_day(d: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(d, "%Y-%m-%d")
-        .map_err(|_| ApiError::bad_request("INVALID_REQUEST", "dates must be YYYY-MM-DD"))
+    crate::domain::parse_day(d).map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.to_string()))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -205,7 +204,8 @@ pub async fn list_orders(
     _admin: Admin,
     ApiQuery(query): ApiQuery<AdminOrdersQuery>,
 ) -> Result<Json<AdminOrderPage>, ApiError> {
-    let (page, page_size) = page_params(query.page, query.page_size)?;
+    let paging = page_params(query.page, query.page_size)?;
+    let (page, page_size) = (paging.page(), paging.size());
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(
             s.parse::<OrderStatus>()
@@ -214,7 +214,7 @@ pub async fn list_orders(
         None => None,
     };
     let filter = OrderFilter { status, anomalies_only: query.anomaly.unwrap_or(false), search: query.q };
-    let (items, total) = admin::list_orders(&state.db, &filter, page, page_size).await?;
+    let (items, total) = admin::list_orders(&state.db, &filter, paging).await?;
     let items = items.into_iter().map(AdminOrderResponse::try_from).collect::<Result<_, _>>()?;
     Ok(Json(AdminOrderPage { items, page, page_size, total }))
 }
@@ -584,8 +584,9 @@ pub async fn list_alerts(
     _admin: Admin,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<AlertPage>, ApiError> {
-    let (page, page_size) = page_params(query.page, query.page_size)?;
-    let (items, total) = admin::list_alerts(&state.db, page, page_size).await?;
+    let paging = page_params(query.page, query.page_size)?;
+    let (page, page_size) = (paging.page(), paging.size());
+    let (items, total) = admin::list_alerts(&state.db, paging).await?;
     let items = items
         .into_iter()
         .map(|a| AlertResponse {
@@ -655,7 +656,11 @@ pub async fn get_stats(
     };
     let from = match query.from.as_deref() {
         Some(d) => parse_day(d)?,
-        None => to - chrono::Duration::days(6),
+        // Bounded days take this arithmetic; the floor keeps the default in range too.
+        None => to
+            .checked_sub_signed(chrono::Duration::days(6))
+            .unwrap_or(crate::domain::FIRST_DAY)
+            .max(crate::domain::FIRST_DAY),
     };
     if from > to || (to - from).num_days() > 366 {
         return Err(ApiError::bad_request(

@@ -8,15 +8,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::identity::Caller;
 use crate::app::AppState;
-use crate::domain::{Money, OrderStatus, PhoneNumber};
+use crate::domain::{Money, OrderStatus, Paging, PhoneNumber};
 use crate::entities::order;
 use crate::error::{ApiError, ErrorBody};
 use crate::lifecycle;
 use crate::services::orders;
 use crate::services::payments;
-
-const MAX_PAGE_SIZE: u64 = 100;
-const DEFAULT_PAGE_SIZE: u64 = 20;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -109,9 +106,11 @@ pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ListOrdersQuery {
-    /// 1-based page number (default 1).
+    /// 1-based page number, 1 to 1000000 (default 1).
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u64>,
 }
 
@@ -125,13 +124,8 @@ pub struct OrderPage {
 }
 
 /// Validates 1-based `page` (default 1) and `pageSize` (1 to 100, default 20).
-pub fn page_params(page: Option<u64>, page_size: Option<u64>) -> Result<(u64, u64), ApiError> {
-    let page = page.unwrap_or(1);
-    let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-    if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-        return Err(ApiError::bad_request("INVALID_REQUEST", "page must be at least 1 and pageSize between 1 and 100"));
-    }
-    Ok((page, page_size))
+pub fn page_params(page: Option<u64>, page_size: Option<u64>) -> Result<Paging, ApiError> {
+    Paging::new(page, page_size).map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.to_string()))
 }
 
 pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
@@ -176,8 +170,9 @@ pub async fn list_orders(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListOrdersQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
-    let (page, page_size) = page_params(query.page, query.page_size)?;
-    let (items, total) = orders::list_orders(&state.db, &caller.openid, page, page_size).await?;
+    let paging = page_params(query.page, query.page_size)?;
+    let (page, page_size) = (paging.page(), paging.size());
+    let (items, total) = orders::list_orders(&state.db, &caller.openid, paging).await?;
     let items = items.into_iter().map(OrderResponse::try_from).collect::<Result<_, _>>()?;
     Ok(Json(OrderPage { items, page, page_size, total }))
 }

@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFi
 
 use super::orders::find_by_number;
 use super::ServiceError;
-use crate::domain::{OrderEvent, OrderStatus};
+use crate::domain::{OrderEvent, OrderStatus, Paging};
 use crate::entities::{fulfilment_attempt, order, payment_event, refund};
 use crate::lifecycle::{transition, Moved};
 
@@ -21,8 +21,7 @@ pub struct OrderFilter {
 pub async fn list_orders(
     db: &impl ConnectionTrait,
     filter: &OrderFilter,
-    page: u64,
-    page_size: u64,
+    paging: Paging,
 ) -> Result<(Vec<order::Model>, u64), ServiceError> {
     let mut query = order::Entity::find().order_by_desc(order::Column::CreatedAt).order_by_desc(order::Column::Id);
     if let Some(status) = filter.status {
@@ -38,9 +37,9 @@ pub async fn list_orders(
                 .add(order::Column::PhoneNumber.eq(search)),
         );
     }
-    let paginator = query.paginate(db, page_size);
+    let paginator = query.paginate(db, paging.size());
     let total = paginator.num_items().await?;
-    let items = paginator.fetch_page(page.saturating_sub(1)).await?;
+    let items = paginator.fetch_page(paging.index()).await?;
     Ok((items, total))
 }
 
@@ -117,11 +116,10 @@ pub async fn mark_delivered(
 
 pub async fn list_alerts(
     db: &impl ConnectionTrait,
-    page: u64,
-    page_size: u64,
+    paging: Paging,
 ) -> Result<(Vec<crate::entities::alert::Model>, u64), ServiceError> {
     use crate::entities::alert;
-    let paginator = alert::Entity::find().order_by_desc(alert::Column::Id).paginate(db, page_size);
+    let paginator = alert::Entity::find().order_by_desc(alert::Column::Id).paginate(db, paging.size());
     let total = paginator.num_items().await?;
-    Ok((paginator.fetch_page(page.saturating_sub(1)).await?, total))
+    Ok((paginator.fetch_page(paging.index()).await?, total))
 }

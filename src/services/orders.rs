@@ -6,7 +6,7 @@ use sea_orm::{
 use rust_decimal::Decimal;
 
 use super::ServiceError;
-use crate::domain::{now_utc, Money, OrderNumber, OrderStatus, PhoneNumber};
+use crate::domain::{now_utc, Money, OrderNumber, OrderStatus, Paging, PhoneNumber};
 use crate::entities::{order, product};
 
 /// How often a colliding order number is drawn again before giving up (one in 14.7 million per ms).
@@ -91,16 +91,15 @@ pub async fn place_order(
 pub async fn list_orders(
     db: &impl ConnectionTrait,
     openid: &str,
-    page: u64,
-    page_size: u64,
+    paging: Paging,
 ) -> Result<(Vec<order::Model>, u64), ServiceError> {
     let query = order::Entity::find()
         .filter(order::Column::Openid.eq(openid))
         .order_by_desc(order::Column::CreatedAt)
         .order_by_desc(order::Column::Id);
-    let paginator = query.paginate(db, page_size);
+    let paginator = query.paginate(db, paging.size());
     let total = paginator.num_items().await?;
-    let items = paginator.fetch_page(page.saturating_sub(1)).await?;
+    let items = paginator.fetch_page(paging.index()).await?;
     Ok((items, total))
 }
 

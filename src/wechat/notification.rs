@@ -96,6 +96,25 @@ mod tests {
         assert_eq!(PaymentNotice::parse(br#"{"totalFee":99999999999999999}"#).unwrap().total, None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_refused(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = PaymentNotice::parse(&body).map(|n| n.as_payment_status());
+        }
+
+        #[test]
+        fn any_json_object_of_the_known_keys_parses(
+            fee in proptest::prelude::any::<i64>(),
+            time in "\\PC{0,20}",
+            trade in "\\PC{0,40}",
+        ) {
+            let body = serde_json::json!({"returnCode": "SUCCESS", "resultCode": "SUCCESS", "totalFee": fee,
+                "timeEnd": time, "outTradeNo": trade, "transactionId": trade});
+            let n = PaymentNotice::parse(body.to_string().as_bytes()).unwrap();
+            proptest::prop_assert!(n.total.is_none_or(|m| m.to_fen() == fee));
+        }
+    }
+
     #[test]
     fn refuses_non_objects() {
         assert!(PaymentNotice::parse(b"not json").is_err());

@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod compensation;
 mod fulfilment;
+mod hardening;
 mod health;
 mod identity;
 mod lifecycle;
