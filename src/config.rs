@@ -36,6 +36,35 @@ pub struct Settings {
     /// WeCom group robot webhook; its URL holds the robot key, so it is never logged.
     pub alert_webhook_url: Option<String>,
     pub alert_max_per_minute: u32,
+    pub http: HttpSettings,
+    /// Serve the OpenAPI document and Swagger UI (`API_DOCS`).
+    pub api_docs: bool,
+}
+
+/// How long a client may take, and how often it may ask.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Reading a request's headers (`HTTP_HEADER_TIMEOUT_SECONDS`).
+    pub header_timeout: Duration,
+    /// Reading its body (`HTTP_BODY_TIMEOUT_SECONDS`).
+    pub body_timeout: Duration,
+    /// The whole request, answer included (`HTTP_REQUEST_TIMEOUT_SECONDS`). Work that must finish
+    /// (callbacks, refunds) runs on and completes even when this answers first.
+    pub request_timeout: Duration,
+    pub limits: RateLimits,
+}
+
+/// Requests per minute (each also the burst).
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimits {
+    /// `POST /orders` per openid.
+    pub orders_per_openid: u32,
+    /// `POST /payment/create` per openid.
+    pub payments_per_openid: u32,
+    /// `queryorder` calls a payment callback may trigger, per order.
+    pub callback_queries_per_order: u32,
+    /// Requests without a verified caller (callbacks, catalog, health, sandbox), per client address.
+    pub public_per_address: u32,
 }
 
 /// Callbacks, reconciliation, expiry and refunds.
@@ -117,6 +146,8 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("alert_webhook_url", &self.alert_webhook_url.as_ref().map(|_| "***"))
             .field("alert_max_per_minute", &self.alert_max_per_minute)
+            .field("http", &self.http)
+            .field("api_docs", &self.api_docs)
             .finish()
     }
 }
@@ -313,8 +344,39 @@ impl Settings {
             return Err(invalid("FULFILMENT_LEASE_SECONDS", "must exceed twice TOPUP_TIMEOUT_MS".into()));
         }
 
+        // The sandbox answers queryorder too, so callbacks are confirmed there as well.
+        let callback_verify = parse_bool("CALLBACK_VERIFY", get("CALLBACK_VERIFY"), true)?;
+        // An unverified callback marks an order paid on an unsigned body anyone can POST.
+        if production
+            && !callback_verify
+            && !parse_bool("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS", get("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS"), false)?
+        {
+            return Err(invalid(
+                "CALLBACK_VERIFY",
+                "is false in production: anyone could mark an order paid; set UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS=true if that is really meant".into(),
+            ));
+        }
+        let admin_token = get("ADMIN_TOKEN");
+        if production && admin_token.as_deref().is_some_and(|t| t.chars().count() < 32) {
+            return Err(invalid("ADMIN_TOKEN", "must be at least 32 characters in production".into()));
+        }
+        let minutes = |var: &'static str, default: u64| -> Result<u32, ConfigError> {
+            u32::try_from(positive(&get, var, default)?).map_err(|_| invalid(var, "is too large".into()))
+        };
+        let http = HttpSettings {
+            header_timeout: Duration::from_secs(positive(&get, "HTTP_HEADER_TIMEOUT_SECONDS", 10)?),
+            body_timeout: Duration::from_secs(positive(&get, "HTTP_BODY_TIMEOUT_SECONDS", 10)?),
+            request_timeout: Duration::from_secs(positive(&get, "HTTP_REQUEST_TIMEOUT_SECONDS", 30)?),
+            limits: RateLimits {
+                orders_per_openid: minutes("RATE_LIMIT_ORDERS_PER_MINUTE", 20)?,
+                payments_per_openid: minutes("RATE_LIMIT_PAYMENTS_PER_MINUTE", 30)?,
+                callback_queries_per_order: minutes("RATE_LIMIT_CALLBACK_QUERIES_PER_MINUTE", 30)?,
+                public_per_address: minutes("RATE_LIMIT_PUBLIC_PER_MINUTE", 600)?,
+            },
+        };
+
         let lifecycle = LifecycleSettings {
-            callback_verify: parse_bool("CALLBACK_VERIFY", get("CALLBACK_VERIFY"), !wechat.sandbox)?,
+            callback_verify,
             reconcile_grace: Duration::from_secs(positive(&get, "RECONCILE_GRACE_SECONDS", 60)?),
             order_expiry: Duration::from_secs(60 * positive(&get, "ORDER_EXPIRE_MINUTES", 30)?),
             auto_refund_on_failure: parse_bool("AUTO_REFUND_ON_FAILURE", get("AUTO_REFUND_ON_FAILURE"), true)?,
@@ -334,7 +396,7 @@ impl Settings {
             topup,
             fulfilment,
             lifecycle,
-            admin_token: get("ADMIN_TOKEN"),
+            admin_token,
             scheduler_enabled: parse_bool("SCHEDULER_ENABLED", get("SCHEDULER_ENABLED"), true)?,
             compensation_cron: get("COMPENSATION_CRON").unwrap_or_else(|| "0 * * * * *".into()),
             shutdown_grace: Duration::from_secs(positive(&get, "SHUTDOWN_GRACE_SECONDS", 10)?),
@@ -346,6 +408,8 @@ impl Settings {
                 None => None,
             },
             alert_max_per_minute: positive(&get, "ALERT_MAX_PER_MINUTE", 20)? as u32,
+            http,
+            api_docs: parse_bool("API_DOCS", get("API_DOCS"), true)?,
         })
     }
 
@@ -463,6 +527,40 @@ mod tests {
         let mut allowed = base.to_vec();
         allowed.push(("PAYMENT_ALLOW_SANDBOX", "true"));
         assert!(Settings::from_vars(&vars(&allowed)).unwrap().wechat.sandbox);
+    }
+
+    fn production(extra: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
+        let mut all = vec![
+            ("APP_ENV", "production"),
+            ("WECHAT_MCH_ID", "1"),
+            ("WECHAT_ENV_ID", "e"),
+            ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
+            ("TOPUP_API_URL", "http://carrier"),
+        ];
+        all.extend_from_slice(extra);
+        Settings::from_vars(&vars(&all))
+    }
+
+    #[test]
+    fn production_refuses_unverified_callbacks_unless_loudly_allowed() {
+        assert_eq!(production(&[("CALLBACK_VERIFY", "false")]).unwrap_err().var, "CALLBACK_VERIFY");
+        let allowed = production(&[("CALLBACK_VERIFY", "false"), ("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS", "true")]);
+        assert!(!allowed.unwrap().lifecycle.callback_verify);
+        assert!(production(&[]).unwrap().lifecycle.callback_verify);
+    }
+
+    #[test]
+    fn production_refuses_a_short_admin_token() {
+        assert_eq!(production(&[("ADMIN_TOKEN", "short-token")]).unwrap_err().var, "ADMIN_TOKEN");
+        assert!(production(&[("ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")]).is_ok());
+        // Development takes any token.
+        assert!(Settings::from_vars(&vars(&[("ADMIN_TOKEN", "dev")])).is_ok());
+    }
+
+    #[test]
+    fn the_api_document_is_served_unless_switched_off() {
+        assert!(production(&[]).unwrap().api_docs);
+        assert!(!production(&[("API_DOCS", "false")]).unwrap().api_docs);
     }
 
     #[test]

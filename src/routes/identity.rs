@@ -28,9 +28,15 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The request came through WeChat Cloud Hosting: `X-WX-SOURCE` is present and not empty (an empty
+/// value is as good as absent: anyone can send one).
+pub fn from_platform(headers: &HeaderMap) -> bool {
+    headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty())
+}
+
 fn caller_from_headers(headers: &HeaderMap, production: bool) -> Option<Caller> {
     let candidates = if production {
-        if !headers.contains_key(SOURCE_HEADER) {
+        if !from_platform(headers) {
             return None;
         }
         PRODUCTION_HEADERS

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath};
-use super::identity::{client_ip, Caller, SOURCE_HEADER};
+use super::identity::{client_ip, from_platform, Caller};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::lifecycle::{self, Happened};
@@ -204,7 +204,7 @@ fn platform_body(
     body: Result<Bytes, BytesRejection>,
     kind: &'static str,
 ) -> Result<Bytes, ApiError> {
-    if state.settings.is_production() && !headers.contains_key(SOURCE_HEADER) {
+    if state.settings.is_production() && !from_platform(headers) {
         tracing::warn!(order_number, kind, "callback without X-WX-SOURCE refused");
         metrics::counter!("payment_callbacks_total", "outcome" => "refused").increment(1);
         return Err(ApiError::UntrustedSource);

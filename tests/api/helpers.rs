@@ -20,7 +20,7 @@ pub const MCH_ID: &str = "1712734762";
 pub const ENV_ID: &str = "prod-test-env";
 pub const OPENID: &str = "oZp5njTTsWaCeEoXi14oeOVCKlik";
 pub const OTHER_OPENID: &str = "oOtherUser000000000000000000";
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 pub const CARRIER_TOKEN: &str = "test-carrier-token";
 
 pub struct TestApp {

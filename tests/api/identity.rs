@@ -77,3 +77,29 @@ async fn production_trusts_the_openid_that_came_through_wechat() {
     let page: serde_json::Value = response.json().await.unwrap();
     assert_eq!(page["total"], 1);
 }
+
+#[tokio::test]
+async fn production_treats_an_empty_x_wx_source_as_absent() {
+    let app = spawn_app_with(&[("APP_ENV", "production")]).await;
+    for source in ["", " "] {
+        let response = app
+            .client
+            .get(app.url("/orders"))
+            .header("X-WX-OPENID", OPENID)
+            .header("X-WX-SOURCE", source)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+        let number = "ORD1763900000000Ab3x";
+        let callback = app
+            .client
+            .post(app.url(&format!("/payment/callback/{number}")))
+            .header("X-WX-SOURCE", source)
+            .json(&crate::helpers::paid_notification(number))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(callback.status(), StatusCode::UNAUTHORIZED, "an empty X-WX-SOURCE is not the platform");
+    }
+}
