@@ -80,14 +80,19 @@
     el.scrollIntoView({ behavior: smooth ? 'smooth' : 'auto', block: 'start' });
   }
 
+  // The admin token lives only as long as the tab (sessionStorage); the sandbox buyer id persists.
+  function storeFor(key) {
+    return key === STORE.token ? window.sessionStorage : window.localStorage;
+  }
+
   function storageGet(key) {
-    try { return window.localStorage.getItem(key); } catch (e) { return null; }
+    try { return storeFor(key).getItem(key); } catch (e) { return null; }
   }
 
   function storageSet(key, value) {
     try {
-      if (value === null) window.localStorage.removeItem(key);
-      else window.localStorage.setItem(key, value);
+      if (value === null) storeFor(key).removeItem(key);
+      else storeFor(key).setItem(key, value);
     } catch (e) { /* private mode: keep it in memory only */ }
   }
 

@@ -114,7 +114,8 @@ impl Application {
     /// scheduler, lets in-flight top-ups finish up to `SHUTDOWN_GRACE_SECONDS`, and releases the claims
     /// of those that did not so another replica takes them over.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(stop).await;
+        let header_timeout = self.state.settings.http.header_timeout;
+        let served = serve(self.listener, self.router, header_timeout, stop).await;
         if let Some(mut scheduler) = self.scheduler {
             let _ = scheduler.shutdown().await;
         }
@@ -124,6 +125,55 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// The accept loop: HTTP/1.1 (what cloud hosting's proxy speaks) with a header-read timeout, so a
+/// client that sends its headers slowly cannot hold a connection; each request gets its peer address
+/// (`ConnectInfo`). On `stop`: no new connections, then in-flight requests finish.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = router.clone().map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Applies the migrations and returns (`wxtopup migrate`).
@@ -186,21 +236,65 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/compensate", post(routes::admin::run_compensation))
         .route("/jobs/reconcile", post(routes::admin::run_reconciliation))
         .route("/sandbox/orders/{order_number}/pay", post(routes::sandbox::pay_sandbox_order))
+        .with_state(state.clone());
+    let console = Router::new()
         .route("/console", get(routes::console::index))
         .route("/console/", get(routes::console::index))
         .route("/console/app.js", get(routes::console::script))
         .route("/console/style.css", get(routes::console::style))
         .route("/console/config.json", get(routes::console::config))
-        .with_state(state);
-    Router::new()
-        .merge(SwaggerUi::new("/api").url("/api/openapi.json", ApiDoc::openapi()))
-        .merge(api)
-        .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
+        .with_state(state.clone());
+    let mut app = Router::new().merge(api).merge(with_page_headers(console, CONSOLE_CSP));
+    if state.settings.api_docs {
+        let docs = Router::from(SwaggerUi::new("/api").url("/api/openapi.json", ApiDoc::openapi()));
+        app = app.merge(with_page_headers(docs, SWAGGER_CSP));
+    }
+    let http = &state.settings.http;
+    app.fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Innermost first. A panic is answered inside the deadline and the logging layer, so it is
+        // logged with its request id like any other 500.
+        .layer(CatchPanicLayer::custom(PanicResponse { alerter: Some(state_alerter) }))
+        .layer(axum::middleware::from_fn_with_state(http.request_timeout, deadline))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(http.body_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Inside the logging layer, so a panic is logged with its request id like any other 500.
-        .route_layer(CatchPanicLayer::custom(PanicResponse { alerter: Some(state_alerter) }))
-        .route_layer(axum::middleware::from_fn(telemetry::observe))
+        // Outermost, and a `layer` rather than a `route_layer`: unmatched paths are logged and counted too.
+        .layer(axum::middleware::from_fn(telemetry::observe))
+}
+
+/// The console: its own scripts and styles only, never framed.
+const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// Swagger UI sets inline styles from its scripts and draws icons as data: images.
+const SWAGGER_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
+
+/// Security headers for the pages people open in a browser.
+fn with_page_headers(router: Router, csp: &'static str) -> Router {
+    use axum::http::header::{self, HeaderValue};
+    use tower_http::set_header::SetResponseHeaderLayer;
+    router
+        .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp)))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+}
+
+/// The whole-request deadline: a handler still running after `limit` is answered 408. Work that must
+/// finish (callbacks, refunds) runs on its own task and completes anyway (`lifecycle::to_completion`).
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_s = limit.as_secs(), "request took too long; answered 408");
+            axum::response::IntoResponse::into_response(ApiError::RequestTimeout)
+        }
+    }
 }
 
 /// What a handler that panicked answers: a JSON 500 like any internal error. The panic is logged,

@@ -15,7 +15,7 @@ use crate::wechat::WechatError;
 pub struct ErrorBody {
     /// Stable, machine-readable: `INVALID_REQUEST`, `INVALID_JSON`, `INVALID_PHONE_NUMBER`, `UNAUTHORIZED`, `UNTRUSTED_SOURCE`,
     /// `NOT_FOUND`, `ORDER_NOT_FOUND`, `PRODUCT_NOT_FOUND`, `ORDER_NOT_PAYABLE`, `ORDER_NOT_RETRYABLE`, `ORDER_NOT_REFUNDABLE`, `ORDER_CHANGED`, `INVALID_REFUND_AMOUNT`,
-    /// `METHOD_NOT_ALLOWED`,
+    /// `METHOD_NOT_ALLOWED`, `REQUEST_TIMEOUT`, `RATE_LIMITED`,
     /// `PAYLOAD_TOO_LARGE`, `UNSUPPORTED_MEDIA_TYPE`, `INVALID_BODY`, `WECHAT_ERROR`,
     /// `SERVICE_UNAVAILABLE`, `INTERNAL_ERROR`.
     pub code: &'static str,
@@ -43,6 +43,13 @@ pub enum ApiError {
     /// 409: the order's state does not allow this.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 408: the request (headers, body, or the whole of it) took longer than allowed.
+    #[error("the request took too long")]
+    RequestTimeout,
+    /// 429: too many requests from this caller, address or for this order; retry after the seconds
+    /// given (also in `Retry-After`).
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
     /// 413: the body is larger than 100 KiB.
     #[error("request body is larger than 100 KiB")]
     PayloadTooLarge,
@@ -79,6 +86,8 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -96,6 +105,8 @@ impl ApiError {
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::UntrustedSource => "UNTRUSTED_SOURCE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::RequestTimeout => "REQUEST_TIMEOUT",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::InvalidBody(_) => "INVALID_BODY",
@@ -112,7 +123,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::RateLimited(seconds) = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -195,21 +210,24 @@ impl From<JsonRejection> for ApiError {
                 ApiError::bad_request("INVALID_JSON", "request body is not valid JSON")
             }
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-            JsonRejection::BytesRejection(e) => from_bytes_status(e.status()),
-            other => from_bytes_status(other.status()),
+            JsonRejection::BytesRejection(e) => from_bytes_rejection(e.status(), &e.body_text()),
+            other => from_bytes_rejection(other.status(), &other.body_text()),
         }
     }
 }
 
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
-        from_bytes_status(rejection.status())
+        from_bytes_rejection(rejection.status(), &rejection.body_text())
     }
 }
 
-fn from_bytes_status(status: StatusCode) -> ApiError {
+fn from_bytes_rejection(status: StatusCode, text: &str) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge
+    } else if text.contains("designated timeout") {
+        // tower-http's body timeout (HTTP_BODY_TIMEOUT_SECONDS).
+        ApiError::RequestTimeout
     } else {
         ApiError::bad_request("INVALID_REQUEST", "request body could not be read")
     }

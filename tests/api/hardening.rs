@@ -57,3 +57,81 @@ async fn an_order_number_with_a_multibyte_character_is_unknown_not_a_crash() {
     assert_eq!(app.events(number).await[0].outcome, "unknown_order");
     assert_still_serving(&app).await;
 }
+
+/// Reads whatever the server sends until it closes the connection, or gives up after `limit`.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| String::from_utf8_lossy(&seen).into_owned())
+}
+
+fn host_of(app: &crate::helpers::TestApp) -> String {
+    app.address.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_slowly_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let app = crate::helpers::spawn_app_with(&[("HTTP_HEADER_TIMEOUT_SECONDS", "1")]).await;
+    let mut stream = tokio::net::TcpStream::connect(host_of(&app)).await.unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Never finishes its headers: the server must hang up on its own, long before the test's limit.
+    let answer = read_until_closed(&mut stream, std::time::Duration::from_secs(5)).await;
+    assert!(answer.is_some(), "the connection was still held after 5 s");
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_body_slowly_gets_408() {
+    use tokio::io::AsyncWriteExt;
+    let app = crate::helpers::spawn_app_with(&[("HTTP_BODY_TIMEOUT_SECONDS", "1")]).await;
+    let mut stream = tokio::net::TcpStream::connect(host_of(&app)).await.unwrap();
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: x\r\nX-Mock-Openid: {OPENID}\r\nContent-Type: application/json\r\nContent-Length: 50000\r\n\r\n{{\"p"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream, std::time::Duration::from_secs(5)).await.expect("answered in time");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+    assert_eq!(app.order_count().await, 0);
+}
+
+#[tokio::test]
+async fn the_console_and_swagger_ui_carry_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/console", "/api/", "/console/app.js"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        let csp = headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff", "{path}");
+        assert_eq!(headers.get("referrer-policy").unwrap(), "no-referrer", "{path}");
+        assert_eq!(headers.get("x-frame-options").unwrap(), "DENY", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_unmatched_path_gets_a_json_404_with_a_request_id() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/no/such/thing")).header("x-request-id", "probe-1").send().await.unwrap();
+    assert_eq!(response.headers().get("x-request-id").unwrap(), "probe-1", "it went through the logging layer");
+    assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn the_api_document_can_be_switched_off() {
+    let app = crate::helpers::spawn_app_with(&[("API_DOCS", "false")]).await;
+    let response = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
+    assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
