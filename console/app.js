@@ -1324,7 +1324,7 @@
 
   const PAYMENT_KIND = { payment_callback: 'Payment callback', refund_callback: 'Refund notification' };
   const GOOD = ['accepted', 'confirmed', 'delivered', 'success', 'duplicate'];
-  const BAD = ['anomaly', 'refused', 'failed', 'malformed', 'unknown_order', 'not_success'];
+  const BAD = ['anomaly', 'rejected', 'refused', 'failed', 'malformed', 'unknown_order', 'not_success', 'unprocessable', 'rate_limited'];
 
   function tone(outcome) {
     if (GOOD.includes(outcome)) return 'good';

@@ -17,6 +17,7 @@ use crate::config::{redact_url, Settings};
 use crate::error::ApiError;
 use crate::fulfilment::{provider_from_settings, Fulfiller};
 use crate::jobs;
+use crate::limits::Limits;
 use crate::routes::{self, ApiDoc};
 use crate::telemetry;
 use crate::wechat::WechatPay;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub wechat: WechatPay,
     pub fulfiller: Fulfiller,
     pub alerter: Alerter,
+    pub limits: Arc<Limits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,16 @@ impl Application {
         let provider = provider_from_settings(&settings.topup)?;
         let alerter = Alerter::new(db.clone(), settings.alert_webhook_url.clone(), settings.alert_max_per_minute);
         let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone());
-        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller, alerter };
+        let limits = Limits::new(&settings.http.limits);
+        let idle_limits = limits.clone();
+        tokio::spawn(telemetry::contain_panics("limits", async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                idle_limits.forget_idle();
+            }
+        }));
+        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller, alerter, limits };
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;
@@ -258,6 +269,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(http.request_timeout, deadline))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(http.body_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_unverified))
         // Outermost, and a `layer` rather than a `route_layer`: unmatched paths are logged and counted too.
         .layer(axum::middleware::from_fn(telemetry::observe))
 }
@@ -279,6 +291,35 @@ fn with_page_headers(router: Router, csp: &'static str) -> Router {
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+}
+
+/// The per-address limit on requests without a verified caller (`RATE_LIMIT_PUBLIC_PER_MINUTE`):
+/// the catalog, health, the console, the API document, the sandbox, and failed attempts at the rest
+/// (a wrong admin token, an untrusted openid). Payment callbacks come from the platform's few
+/// addresses and are limited per order instead. The address is the platform's
+/// `X-Original-Forwarded-For` (then `X-Forwarded-For`), else the peer.
+async fn limit_unverified(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let callback = [&state.settings.wechat.callback_path, &state.settings.wechat.refund_callback_path]
+        .iter()
+        .any(|prefix| path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/')));
+    let verified = routes::identity::has_verified_caller(request.headers(), &state.settings);
+    if !callback && !verified {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let address = routes::identity::client_ip(request.headers(), peer);
+        if let Err(seconds) = state.limits.public.check(&address.to_string()) {
+            return axum::response::IntoResponse::into_response(ApiError::RateLimited(seconds));
+        }
+    }
+    next.run(request).await
 }
 
 /// The whole-request deadline: a handler still running after `limit` is answered 408. Work that must

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fulfilment;
 pub mod jobs;
 pub mod lifecycle;
+pub mod limits;
 pub mod routes;
 pub mod services;
 pub mod telemetry;

@@ -52,6 +52,11 @@ impl Server {
             .env_clear()
             .envs(launch.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("PORT", port.to_string())
+            // The bench measures throughput from one buyer and one address, not the rate limits.
+            .env("RATE_LIMIT_ORDERS_PER_MINUTE", "100000000")
+            .env("RATE_LIMIT_PAYMENTS_PER_MINUTE", "100000000")
+            .env("RATE_LIMIT_CALLBACK_QUERIES_PER_MINUTE", "100000000")
+            .env("RATE_LIMIT_PUBLIC_PER_MINUTE", "100000000")
             .current_dir(launch.dir)
             .stdin(Stdio::null())
             .stdout(out)

@@ -52,6 +52,18 @@ fn caller_from_headers(headers: &HeaderMap, production: bool) -> Option<Caller> 
         .map(|openid| Caller { openid: openid.to_string() })
 }
 
+/// The request carries a caller this service trusts: the admin token, or an openid it would accept.
+pub fn has_verified_caller(headers: &HeaderMap, settings: &crate::config::Settings) -> bool {
+    let admin = settings.admin_token.as_deref().is_some_and(|expected| {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| super::admin::constant_time_eq(given.as_bytes(), expected.as_bytes()))
+    });
+    admin || caller_from_headers(headers, settings.is_production()).is_some()
+}
+
 /// Openids are 28 URL-safe characters today; allow some room, nothing else.
 fn is_openid(s: &str) -> bool {
     s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -150,6 +150,7 @@ pub async fn create_order(
     caller: Caller,
     ApiJson(request): ApiJson<CreateOrderRequest>,
 ) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
+    state.limits.orders.check(&caller.openid).map_err(ApiError::RateLimited)?;
     let phone = PhoneNumber::parse(&request.phone_number).ok_or_else(|| {
         ApiError::bad_request("INVALID_PHONE_NUMBER", "phoneNumber must be an optional + and 6 to 15 digits")
     })?;

@@ -88,6 +88,7 @@ pub async fn create_payment(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreatePaymentRequest>,
 ) -> Result<Json<PaymentParamsResponse>, ApiError> {
+    state.limits.payments.check(&caller.openid).map_err(ApiError::RateLimited)?;
     let ip = client_ip(&headers, state.settings.wechat.server_ip);
     let expiry = state.settings.lifecycle.order_expiry;
     let params =
@@ -160,6 +161,7 @@ pub async fn handle_payment_callback(
         let check = CallbackCheck {
             mch_id: state.settings.wechat.mch_id.as_deref(),
             verify: state.settings.lifecycle.callback_verify,
+            query_limit: Some(&state.limits.callback_queries),
         };
         let order_number = path_order_number.clone();
         let outcome = match payments::record_payment(&state.db, &state.wechat, &check, delivery).await {
@@ -181,6 +183,7 @@ pub async fn handle_payment_callback(
                 lifecycle::react(&state, Happened::Anomaly { order_number, detail })
             }
             CallbackOutcome::Confirmed(Confirmation::Duplicate)
+            | CallbackOutcome::Rejected(_)
             | CallbackOutcome::NotSuccess
             | CallbackOutcome::Contradicted
             | CallbackOutcome::UnknownOrder => {}
@@ -219,6 +222,10 @@ fn callback_failure(order_number: &str, error: CallbackError) -> Response {
         CallbackError::Unconfirmed(error) => {
             tracing::error!(order_number, %error, "callback could not be confirmed; asking for redelivery");
             refuse(ApiError::Wechat(error))
+        }
+        CallbackError::RateLimited(seconds) => {
+            tracing::warn!(order_number, "callback asked for too many queryorder calls; the platform will redeliver");
+            refuse(ApiError::RateLimited(seconds))
         }
         CallbackError::Unprocessable(detail) => {
             tracing::error!(

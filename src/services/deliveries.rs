@@ -29,6 +29,10 @@ pub enum CallbackError {
     /// The confirming `queryorder` failed: nothing was decided; the platform should redeliver.
     #[error("payment could not be confirmed with WeChat: {0}")]
     Unconfirmed(#[from] WechatError),
+    /// This order's callbacks asked WeChat too often (`RATE_LIMIT_CALLBACK_QUERIES_PER_MINUTE`):
+    /// nothing was decided; the platform redelivers later (the seconds to wait are carried).
+    #[error("too many confirmations for this order; retry in {0} s")]
+    RateLimited(u64),
     /// Redelivering cannot change this (the refund of a late payment was refused by the rules, the
     /// order vanished): recorded, logged, and acknowledged so the platform stops.
     #[error("{0}")]
@@ -57,7 +61,8 @@ pub(crate) async fn store_delivery(
         outcome: Set("received".into()),
         detail: Set(None),
         headers: Set(delivery.headers.clone()),
-        body: Set(String::from_utf8_lossy(delivery.body).into_owned()),
+        // Real notifications are well under 2 KiB; a forged one must not cost 100 KiB of storage.
+        body: Set(stored_body(delivery.body)),
         received_at: Set(now_utc()),
         ..Default::default()
     }
@@ -80,6 +85,35 @@ pub(crate) async fn set_event_outcome(
     Ok(())
 }
 
+/// What is kept of a body: all of it up to 16 KiB, else its first 16 KiB and a mark.
+const MAX_STORED_BODY: usize = 16 * 1024;
+
+fn stored_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.len() <= MAX_STORED_BODY {
+        return text.into_owned();
+    }
+    let mut end = MAX_STORED_BODY;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all; the rest was not stored)", &text[..end], body.len())
+}
+
 fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_body_is_cut_at_a_character_boundary() {
+        let body = "é".repeat(MAX_STORED_BODY);
+        let stored = stored_body(body.as_bytes());
+        assert!(stored.len() < MAX_STORED_BODY + 100, "{}", stored.len());
+        assert!(stored.ends_with("bytes in all; the rest was not stored)"));
+        assert_eq!(stored_body(b"{}"), "{}");
+    }
 }

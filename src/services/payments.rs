@@ -78,8 +78,12 @@ fn reusable_prepay(order: &order::Model) -> Option<PaymentParams> {
 pub enum CallbackOutcome {
     /// WeChat confirmed the payment; what it did to the order.
     Confirmed(Confirmation),
-    /// The delivery or WeChat's answer does not fit the order; recorded, never marks it paid.
+    /// WeChat's own answer does not fit the order (another amount, a second payment): recorded on the
+    /// order and alerted, never marks it paid.
     Anomaly(String),
+    /// The unsigned body does not fit the order, or WeChat contradicts it: anyone can POST one, so it
+    /// is recorded with the delivery only (counted, logged), never on the order and never alerted.
+    Rejected(String),
     /// `returnCode`/`resultCode` are not SUCCESS, or WeChat does not report the order paid: nothing to do.
     NotSuccess,
     /// The order is paid already and the delivery names another transaction than WeChat's: ignored.
@@ -95,6 +99,7 @@ impl CallbackOutcome {
             CallbackOutcome::Confirmed(Confirmation::LatePayment(_)) => "late_payment",
             CallbackOutcome::Confirmed(Confirmation::Duplicate) => "duplicate",
             CallbackOutcome::Confirmed(Confirmation::SecondPayment(_)) | CallbackOutcome::Anomaly(_) => "anomaly",
+            CallbackOutcome::Rejected(_) => "rejected",
             CallbackOutcome::NotSuccess => "not_success",
             CallbackOutcome::Contradicted => "contradicted",
             CallbackOutcome::UnknownOrder => "unknown_order",
@@ -138,6 +143,7 @@ pub async fn record_payment(
             let label = match error {
                 CallbackError::Unconfirmed(_) => "unconfirmed",
                 CallbackError::Unprocessable(_) => "unprocessable",
+                CallbackError::RateLimited(_) => "rate_limited",
                 CallbackError::Malformed | CallbackError::Database(_) => "error",
             };
             metrics::counter!("payment_callbacks_total", "outcome" => label).increment(1);
@@ -155,6 +161,10 @@ pub async fn record_payment(
     }
     let detail = match &outcome {
         CallbackOutcome::Contradicted => Some("transactionId differs from WeChat's record; ignored".to_string()),
+        CallbackOutcome::Rejected(reason) => {
+            tracing::warn!(order_number = delivery.path_order_number, reason, "payment callback rejected");
+            Some(reason.clone())
+        }
         other => other.anomaly().map(str::to_string),
     };
     set_event_outcome(db, event.id, outcome.label(), detail).await?;
@@ -170,6 +180,8 @@ pub struct CallbackCheck<'a> {
     /// Confirm with `/_/pay/queryorder` before marking paid. Off only in development: the body is then
     /// taken as WeChat's word.
     pub verify: bool,
+    /// Bounds the `queryorder` calls callbacks trigger per order (anyone can POST a callback).
+    pub query_limit: Option<&'a crate::limits::Limit>,
 }
 
 async fn decide(
@@ -189,7 +201,7 @@ async fn decide(
         return Ok(CallbackOutcome::NotSuccess);
     }
     if let Some(mismatch) = mismatch(&order, check.mch_id, notice) {
-        return Ok(CallbackOutcome::Anomaly(mismatch));
+        return Ok(CallbackOutcome::Rejected(mismatch));
     }
     let awaiting_payment = matches!(order.status, OrderStatus::Unpaid | OrderStatus::Closed);
     // A redelivery for an order already paid by this transaction changes nothing: no query needed.
@@ -198,7 +210,14 @@ async fn decide(
     }
     // The callback carries no signature: only WeChat's own answer makes the order paid, and what is
     // stored (transaction id, paid time) is what WeChat says, never what the body says.
-    let truth = if check.verify { wechat.query_order(path_order_number).await? } else { notice.as_payment_status() };
+    let truth = if check.verify {
+        if let Some(limit) = check.query_limit {
+            limit.check(path_order_number).map_err(CallbackError::RateLimited)?;
+        }
+        wechat.query_order(path_order_number).await?
+    } else {
+        notice.as_payment_status()
+    };
     if !awaiting_payment && truth.transaction_id.is_some() && truth.transaction_id == order.transaction_id {
         return Ok(CallbackOutcome::Contradicted);
     }
@@ -206,8 +225,8 @@ async fn decide(
         Finding::Confirmed(confirmation) => CallbackOutcome::Confirmed(confirmation),
         Finding::NotPaid => {
             if awaiting_payment {
-                CallbackOutcome::Anomaly(format!(
-                    "a callback said the order was paid, but WeChat reports it {}: forged or mistaken",
+                CallbackOutcome::Rejected(format!(
+                    "the callback said the order was paid, but WeChat reports it {}: forged or mistaken",
                     truth.trade_state.describe()
                 ))
             } else {

@@ -135,3 +135,51 @@ async fn the_api_document_can_be_switched_off() {
     let response = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
     assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 }
+
+#[tokio::test]
+async fn order_creation_is_limited_per_buyer_with_retry_after() {
+    let app = crate::helpers::spawn_app_with(&[("RATE_LIMIT_ORDERS_PER_MINUTE", "2")]).await;
+    let body = serde_json::json!({"productId": 1, "phoneNumber": "+97688112233"});
+    for _ in 0..2 {
+        assert_eq!(app.post_as("/orders", OPENID, &body).await.status(), StatusCode::CREATED);
+    }
+    let limited = app.post_as("/orders", OPENID, &body).await;
+    let retry_after: u64 = limited.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_error(limited, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+    assert_eq!(app.order_count().await, 2);
+    let other = app.post_as("/orders", crate::helpers::OTHER_OPENID, &body).await;
+    assert_eq!(other.status(), StatusCode::CREATED, "another buyer is not affected");
+}
+
+#[tokio::test]
+async fn callbacks_cannot_make_the_service_query_wechat_without_limit() {
+    let app = crate::helpers::spawn_app_with(&[("RATE_LIMIT_CALLBACK_QUERIES_PER_MINUTE", "1")]).await;
+    crate::helpers::mount_wechat(&app, "queryorder", crate::helpers::query_order_answer("NOTPAY", 1200), 1).await;
+    let number = app.place_order(OPENID).await;
+    let forged = crate::helpers::paid_notification(&number);
+    assert_eq!(app.deliver_callback(&number, &forged).await.status(), StatusCode::OK);
+    let limited = app.deliver_callback(&number, &forged).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_ne!(body["errcode"], 0, "the platform must redeliver a genuine one later");
+    assert_eq!(app.order(&number).await.status.as_str(), "unpaid");
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_limited_per_address() {
+    let app = crate::helpers::spawn_app_with(&[("RATE_LIMIT_PUBLIC_PER_MINUTE", "2")]).await;
+    let get =
+        |address: &'static str| app.client.get(app.url("/products")).header("X-Original-Forwarded-For", address).send();
+    for _ in 0..2 {
+        assert_eq!(get("203.0.113.7").await.unwrap().status(), StatusCode::OK);
+    }
+    assert_error(get("203.0.113.7").await.unwrap(), StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+    assert_eq!(get("203.0.113.8").await.unwrap().status(), StatusCode::OK, "another address is not affected");
+    // Guessing the admin token counts against the address too.
+    let guess =
+        app.client.get(app.url("/admin/orders")).bearer_auth("guess").header("X-Original-Forwarded-For", "203.0.113.7");
+    assert_error(guess.send().await.unwrap(), StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+    // A verified caller is not limited by address.
+    assert_eq!(app.get_as("/orders", OPENID).await.status(), StatusCode::OK);
+}

@@ -74,6 +74,11 @@ async fn spawn_on(
         ("SCHEDULER_ENABLED", "false"),
         ("SHUTDOWN_GRACE_SECONDS", "1"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
+        // Tests fire bursts on purpose; the limits have tests of their own.
+        ("RATE_LIMIT_ORDERS_PER_MINUTE", "100000"),
+        ("RATE_LIMIT_PAYMENTS_PER_MINUTE", "100000"),
+        ("RATE_LIMIT_CALLBACK_QUERIES_PER_MINUTE", "100000"),
+        ("RATE_LIMIT_PUBLIC_PER_MINUTE", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -65,18 +65,19 @@ async fn alerts(app: &TestApp, count: usize) -> Vec<Value> {
     panic!("alerts never settled");
 }
 
-async fn forged_callback(app: &TestApp) -> String {
+/// A callback WeChat confirms with another amount than the order's: a verified anomaly.
+async fn anomalous_payment(app: &TestApp) -> String {
     let number = app.place_order(OPENID).await;
     app.deliver_callback(&number, &paid_notification(&number)).await;
     number
 }
 
 #[tokio::test]
-async fn a_forged_callback_alerts_the_group_once() {
+async fn an_anomaly_wechat_confirms_alerts_the_group_once() {
     let hook = webhook().await;
     let app = spawn_app_with(&[("ALERT_WEBHOOK_URL", &format!("{}/cgi-bin/webhook/send?key=k", hook.uri()))]).await;
-    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 2).await;
-    let number = forged_callback(&app).await;
+    mount_wechat(&app, "queryorder", query_order_answer("SUCCESS", 1100), 2).await;
+    // Mounted first: the alert is sent in the background, possibly before the callback is answered.
     Mock::given(method("POST"))
         .and(path("/cgi-bin/webhook/send"))
         .and(body_partial_json(json!({"msgtype": "markdown"})))
@@ -84,7 +85,8 @@ async fn a_forged_callback_alerts_the_group_once() {
         .expect(1)
         .mount(&hook)
         .await;
-    // The same forgery again: recorded on the order, not alerted twice.
+    let number = anomalous_payment(&app).await;
+    // The same anomaly again: recorded on the order, not alerted twice.
     app.deliver_callback(&number, &paid_notification(&number)).await;
     let items = alerts(&app, 1).await;
     assert_eq!(items.len(), 1);
@@ -96,6 +98,20 @@ async fn a_forged_callback_alerts_the_group_once() {
 }
 
 #[tokio::test]
+async fn a_callback_wechat_contradicts_writes_nothing_on_the_order_and_raises_no_alert() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 1).await;
+    let number = app.place_order(OPENID).await;
+    let response = app.deliver_callback(&number, &paid_notification(&number)).await;
+    assert_eq!(response.json::<Value>().await.unwrap()["errcode"], 0);
+    let order = app.order(&number).await;
+    assert_eq!((order.status.as_str(), order.anomaly), ("unpaid", None));
+    assert_eq!(app.events(&number).await[0].outcome, "rejected");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(crate::helpers::alert_kinds(&app, &number).await.is_empty(), "anyone can POST a callback");
+}
+
+#[tokio::test]
 async fn alerts_are_rate_limited_and_recorded_anyway() {
     let hook = webhook().await;
     Mock::given(method("POST"))
@@ -104,9 +120,9 @@ async fn alerts_are_rate_limited_and_recorded_anyway() {
         .mount(&hook)
         .await;
     let app = spawn_app_with(&[("ALERT_WEBHOOK_URL", &hook.uri()), ("ALERT_MAX_PER_MINUTE", "1")]).await;
-    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 2).await;
-    forged_callback(&app).await;
-    forged_callback(&app).await;
+    mount_wechat(&app, "queryorder", query_order_answer("SUCCESS", 1100), 2).await;
+    anomalous_payment(&app).await;
+    anomalous_payment(&app).await;
     let mut deliveries: Vec<String> =
         alerts(&app, 2).await.iter().map(|a| a["delivery"].as_str().unwrap().to_string()).collect();
     deliveries.sort();
@@ -118,7 +134,7 @@ async fn a_broken_webhook_never_fails_the_flow() {
     let hook = webhook().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&hook).await;
     let app = spawn_app_with(&[("ALERT_WEBHOOK_URL", &hook.uri())]).await;
-    mount_wechat(&app, "queryorder", query_order_answer("NOTPAY", 1200), 1).await;
+    mount_wechat(&app, "queryorder", query_order_answer("SUCCESS", 1100), 1).await;
     let number = app.place_order(OPENID).await;
     let response = app.deliver_callback(&number, &paid_notification(&number)).await;
     let body: Value = response.json().await.unwrap();

@@ -61,31 +61,32 @@ async fn assert_anomaly(change: impl FnOnce(&mut Value), expected_detail: &str) 
     change(&mut notification);
     ack(app.deliver_callback(&number, &notification).await).await;
     let order = app.order(&number).await;
-    assert_eq!(order.status.as_str(), "unpaid", "an anomaly must never mark the order paid");
+    assert_eq!(order.status.as_str(), "unpaid", "a mismatch must never mark the order paid");
     assert_eq!(order.transaction_id, None);
-    assert!(order.anomaly.as_deref().unwrap_or_default().contains(expected_detail), "{:?}", order.anomaly);
+    assert_eq!(order.anomaly, None, "an unsigned body never writes on the order");
     let events = app.events(&number).await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].outcome, "anomaly");
+    assert_eq!(events[0].outcome, "rejected");
+    assert!(events[0].detail.as_deref().unwrap_or_default().contains(expected_detail), "{:?}", events[0].detail);
 }
 
 #[tokio::test]
-async fn a_callback_with_the_wrong_amount_is_an_anomaly() {
+async fn a_callback_with_the_wrong_amount_is_rejected() {
     assert_anomaly(|n| n["totalFee"] = json!(1), "totalFee").await;
 }
 
 #[tokio::test]
-async fn a_callback_for_another_merchant_is_an_anomaly() {
+async fn a_callback_for_another_merchant_is_rejected() {
     assert_anomaly(|n| n["subMchId"] = json!("9999999999"), "subMchId").await;
 }
 
 #[tokio::test]
-async fn a_callback_naming_another_order_is_an_anomaly() {
+async fn a_callback_naming_another_order_is_rejected() {
     assert_anomaly(|n| n["outTradeNo"] = json!("ORD1111111111111abcd"), "outTradeNo").await;
 }
 
 #[tokio::test]
-async fn a_callback_without_a_transaction_id_is_an_anomaly() {
+async fn a_callback_without_a_transaction_id_is_rejected() {
     assert_anomaly(|n| n["transactionId"] = json!(""), "transactionId").await;
 }
 

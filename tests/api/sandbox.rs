@@ -64,13 +64,21 @@ async fn a_sandbox_payment_never_called_back_is_found_by_reconciliation() {
 }
 
 #[tokio::test]
-async fn a_wrong_amount_in_the_sandbox_shows_an_anomaly() {
-    let app = spawn_app_with(SANDBOX).await;
+async fn a_wrong_amount_in_the_sandbox_is_rejected_then_reconciliation_finds_the_real_payment() {
+    let mut settings = SANDBOX.to_vec();
+    settings.push(("RECONCILE_GRACE_SECONDS", "1"));
+    let app = spawn_app_with(&settings).await;
     let number = order_with_sandbox_prepay(&app, "+97688112233").await;
     pay(&app, &number, json!({"wrongAmount": true})).await;
     let order = app.order(&number).await;
-    assert_eq!(order.status.as_str(), "unpaid");
-    assert!(order.anomaly.unwrap().contains("totalFee"));
+    assert_eq!((order.status.as_str(), order.anomaly), ("unpaid", None));
+    let events = app.events(&number).await;
+    assert_eq!(events[0].outcome, "rejected");
+    assert!(events[0].detail.as_deref().unwrap().contains("totalFee"));
+    // WeChat (the sandbox) knows the payment was made with the right amount: reconciliation records it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(wxtopup::jobs::reconcile::run_once(&app.state).await.unwrap().recovered, 1);
+    app.wait_for_status(&number, "success").await;
 }
 
 #[tokio::test]
