@@ -53,6 +53,23 @@ pub fn parse_day(s: &str) -> Result<NaiveDate, DayError> {
     Ok(day)
 }
 
+/// The days a report covers, both included: `from` (default: six days before `to`) to `to` (default:
+/// today, Beijing), at most 366 days, within [`FIRST_DAY`]..=[`LAST_DAY`].
+pub fn day_range(from: Option<&str>, to: Option<&str>, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), DayError> {
+    let to = match to {
+        Some(d) => parse_day(d)?,
+        None => today.clamp(FIRST_DAY, LAST_DAY),
+    };
+    let from = match from {
+        Some(d) => parse_day(d)?,
+        None => to.checked_sub_signed(Duration::days(6)).unwrap_or(FIRST_DAY).max(FIRST_DAY),
+    };
+    if from > to || (to - from).num_days() > 366 {
+        return Err(DayError);
+    }
+    Ok((from, to))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,7 +92,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_range_defaults_to_the_last_seven_days_and_is_bounded() {
+        let today = parse_day("2026-12-01").unwrap();
+        let (from, to) = day_range(None, None, today).unwrap();
+        assert_eq!((from.to_string(), to.to_string()), ("2026-11-25".into(), "2026-12-01".into()));
+        assert_eq!(day_range(None, Some("2000-01-03"), today).unwrap().0, FIRST_DAY);
+        assert_eq!(day_range(Some("2026-12-02"), Some("2026-12-01"), today), Err(DayError));
+        assert_eq!(day_range(Some("2024-01-01"), Some("2026-01-01"), today), Err(DayError));
+    }
+
     proptest! {
+        #[test]
+        fn any_range_is_ordered_and_short_or_refused(from in "\\PC{0,12}", to in "\\PC{0,12}", days in 0i64..400_000) {
+            let today = FIRST_DAY.checked_add_signed(Duration::days(days)).unwrap_or(LAST_DAY);
+            for (f, t) in [(Some(from.as_str()), Some(to.as_str())), (None, Some(to.as_str())), (Some(from.as_str()), None), (None, None)] {
+                if let Ok((a, b)) = day_range(f, t, today) {
+                    prop_assert!(a <= b && (b - a).num_days() <= 366 && a >= FIRST_DAY && b <= LAST_DAY);
+                }
+            }
+        }
+
         #[test]
         fn any_text_parses_or_is_refused_and_accepted_days_take_arithmetic(s in "\\PC{0,16}") {
             if let Ok(day) = parse_day(&s) {

@@ -650,24 +650,13 @@ pub async fn get_stats(
     _admin: Admin,
     ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<StatsResponse>, ApiError> {
-    let to = match query.to.as_deref() {
-        Some(d) => parse_day(d)?,
-        None => beijing_today(),
-    };
-    let from = match query.from.as_deref() {
-        Some(d) => parse_day(d)?,
-        // Bounded days take this arithmetic; the floor keeps the default in range too.
-        None => to
-            .checked_sub_signed(chrono::Duration::days(6))
-            .unwrap_or(crate::domain::FIRST_DAY)
-            .max(crate::domain::FIRST_DAY),
-    };
-    if from > to || (to - from).num_days() > 366 {
-        return Err(ApiError::bad_request(
-            "INVALID_REQUEST",
-            "from must not be after to, and the range at most 366 days",
-        ));
-    }
+    let (from, to) =
+        crate::domain::day_range(query.from.as_deref(), query.to.as_deref(), beijing_today()).map_err(|_| {
+            ApiError::bad_request(
+                "INVALID_REQUEST",
+                "dates must be YYYY-MM-DD between 2000-01-01 and 2999-12-31, from not after to, at most 366 days apart",
+            )
+        })?;
     let s = crate::services::stats::stats(&state.db, from, to).await.map_err(from_db)?;
     let latency = s.top_up_latency_ms;
     Ok(Json(StatsResponse {
