@@ -191,7 +191,7 @@ pub struct AdminOrdersQuery {
 }
 
 /// Every order, newest first, filtered by status, anomalies, or an order/phone number.
-#[utoipa::path(get, path = "/admin/orders", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/admin/orders", operation_id = "admin_list_orders", tag = "admin", security(("admin" = [])),
     params(AdminOrdersQuery),
     responses(
         (status = 200, description = "One page of orders", body = AdminOrderPage),
@@ -220,7 +220,7 @@ pub async fn list_orders(
 }
 
 /// One order with its full history: payment deliveries, carrier calls and refunds.
-#[utoipa::path(get, path = "/admin/orders/{orderNumber}", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/admin/orders/{orderNumber}", operation_id = "admin_get_order", tag = "admin", security(("admin" = [])),
     params(("orderNumber" = String, Path)),
     responses(
         (status = 200, description = "The order and its history", body = OrderHistoryResponse),

@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 
+/// The document's frame: info, tags, shared schemas and security. The paths are added by `app::router`
+/// from the same list that serves them.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -25,29 +27,6 @@ use crate::error::ErrorBody;
             `X-WX-OPENID` (trusted only together with `X-WX-SOURCE` in production). In development, \
             `X-Mock-Openid` works too. Amounts are decimal strings in yuan. Every error is \
             `{\"code\", \"message\"}`."
-    ),
-    paths(
-        health::health,
-        metrics::metrics,
-        products::list_products,
-        orders::create_order,
-        orders::list_orders,
-        orders::get_order,
-        payment::create_payment,
-        payment::handle_payment_callback,
-        payment::handle_refund_callback,
-        admin::list_orders,
-        admin::get_order,
-        admin::retry_order,
-        admin::refund_order,
-        admin::mark_delivered,
-        admin::retry_refund,
-        admin::reconciliation,
-        admin::run_compensation,
-        admin::run_reconciliation,
-        admin::list_alerts,
-        admin::get_stats,
-        sandbox::pay_sandbox_order,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon),
