@@ -16,7 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::alerts::{AlertKind, Alerter};
 use crate::config::{redact_url, Settings};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::fulfilment::{provider_from_settings, Fulfiller};
 use crate::jobs;
 use crate::routes::{self, ApiDoc};
@@ -200,7 +200,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(SwaggerUi::new("/api").url("/api/openapi.json", openapi))
         .merge(api)
-        .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Inside the logging layer, so a panic is logged with its request id like any other 500.

@@ -12,7 +12,7 @@ use super::orders::{page_params, utc, utc_opt, OrderResponse};
 use crate::app::AppState;
 use crate::domain::{beijing_today, Money, OrderStatus};
 use crate::entities::{fulfilment_attempt, order, payment_event, refund};
-use crate::error::{from_db, ApiError, ErrorBody};
+use crate::error::{from_db, ApiError, ErrorBody, ErrorCode};
 use crate::jobs::compensate::{self, SweepReport};
 use crate::jobs::reconcile::{self, ReconcileReport};
 use crate::lifecycle::{self, Happened};
@@ -31,7 +31,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(expected) = state.settings.admin_token.as_deref() else {
-            return Err(ApiError::not_found("NOT_FOUND", "no such endpoint"));
+            return Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"));
         };
         let given = parts
             .headers
@@ -48,7 +48,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 fn parse_day(d: &str) -> Result<NaiveDate, ApiError> {
-    crate::domain::parse_day(d).map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.to_string()))
+    crate::domain::parse_day(d).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -209,7 +209,7 @@ pub async fn list_orders(
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(
             s.parse::<OrderStatus>()
-                .map_err(|_| ApiError::bad_request("INVALID_REQUEST", format!("unknown status {s:?}")))?,
+                .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("unknown status {s:?}")))?,
         ),
         None => None,
     };
@@ -317,7 +317,7 @@ pub async fn mark_delivered(
 ) -> Result<Json<AdminOrderResponse>, ApiError> {
     let note = request.note.trim().chars().take(400).collect::<String>();
     if note.is_empty() {
-        return Err(ApiError::bad_request("INVALID_REQUEST", "note is required"));
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "note is required"));
     }
     let order = admin::mark_delivered(&state.db, &order_number, &note).await?;
     Ok(Json(order.try_into()?))
@@ -407,13 +407,13 @@ pub async fn refund_order(
 ) -> Result<Json<RefundResponse>, ApiError> {
     let amount = match request.amount {
         Some(yuan) => {
-            Some(Money::from_yuan(yuan).map_err(|e| ApiError::bad_request("INVALID_REFUND_AMOUNT", e.to_string()))?)
+            Some(Money::from_yuan(yuan).map_err(|e| ApiError::new(ErrorCode::InvalidRefundAmount, e.to_string()))?)
         }
         None => None,
     };
     let reason = request.reason.trim().to_string();
     if reason.is_empty() {
-        return Err(ApiError::bad_request("INVALID_REQUEST", "reason is required"));
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "reason is required"));
     }
     // Opening the refund and its first submit finish even if the operator's browser hangs up.
     let task_state = state.clone();
@@ -663,8 +663,8 @@ pub async fn get_stats(
             .max(crate::domain::FIRST_DAY),
     };
     if from > to || (to - from).num_days() > 366 {
-        return Err(ApiError::bad_request(
-            "INVALID_REQUEST",
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
             "from must not be after to, and the range at most 366 days",
         ));
     }

@@ -10,7 +10,7 @@ use super::identity::Caller;
 use crate::app::AppState;
 use crate::domain::{Money, OrderStatus, Paging, PhoneNumber};
 use crate::entities::order;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::lifecycle;
 use crate::services::orders;
 use crate::services::payments;
@@ -125,7 +125,7 @@ pub struct OrderPage {
 
 /// Validates 1-based `page` (default 1) and `pageSize` (1 to 100, default 20).
 pub fn page_params(page: Option<u64>, page_size: Option<u64>) -> Result<Paging, ApiError> {
-    Paging::new(page, page_size).map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.to_string()))
+    Paging::new(page, page_size).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
@@ -151,7 +151,7 @@ pub async fn create_order(
     ApiJson(request): ApiJson<CreateOrderRequest>,
 ) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
     let phone = PhoneNumber::parse(&request.phone_number).ok_or_else(|| {
-        ApiError::bad_request("INVALID_PHONE_NUMBER", "phoneNumber must be an optional + and 6 to 15 digits")
+        ApiError::new(ErrorCode::InvalidPhoneNumber, "phoneNumber must be an optional + and 6 to 15 digits")
     })?;
     let order = orders::place_order(&state.db, &caller.openid, request.product_id, &phone).await?;
     Ok((StatusCode::CREATED, Json(order.try_into()?)))

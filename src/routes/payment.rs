@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::extract::{ApiJson, ApiPath};
 use super::identity::{client_ip, Caller, SOURCE_HEADER};
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::lifecycle::{self, Happened};
 use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome, Confirmation};
 use crate::services::refunds;
@@ -104,7 +104,7 @@ pub struct CallbackAnswer {
     #[schema(example = "ok")]
     pub errmsg: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<&'static str>,
+    pub code: Option<ErrorCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -215,7 +215,7 @@ fn platform_body(
 /// The platform redelivers on anything but errcode 0: used for what another delivery can fix.
 fn callback_failure(order_number: &str, error: CallbackError) -> Response {
     match error {
-        CallbackError::Malformed => refuse(ApiError::bad_request("INVALID_JSON", "callback body is not a JSON object")),
+        CallbackError::Malformed => refuse(ApiError::new(ErrorCode::InvalidJson, "callback body is not a JSON object")),
         CallbackError::Unconfirmed(error) => {
             tracing::error!(order_number, %error, "callback could not be confirmed; asking for redelivery");
             refuse(ApiError::Wechat(error))

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 
 use super::extract::ApiPath;
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::services::orders::find_by_number;
 use crate::wechat::{Delivery, SandboxPayError, WechatPay};
 
@@ -67,7 +67,7 @@ pub async fn pay_sandbox_order(
     body: Bytes,
 ) -> Result<Json<SandboxPayResponse>, ApiError> {
     let WechatPay::Sandbox(sandbox) = &state.wechat else {
-        return Err(ApiError::not_found("NOT_FOUND", "no such endpoint"));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"));
     };
     let request: SandboxPayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SandboxPayRequest::default()
@@ -77,7 +77,7 @@ pub async fn pay_sandbox_order(
     let order = find_by_number(&state.db, &order_number)
         .await
         .map_err(crate::error::from_db)?
-        .ok_or_else(|| ApiError::not_found("ORDER_NOT_FOUND", "order not found"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound, "order not found"))?;
     let delivery = match request.deliver {
         DeliveryDto::Once => Delivery::Once,
         DeliveryDto::Twice => Delivery::Twice,
@@ -86,8 +86,8 @@ pub async fn pay_sandbox_order(
     };
     let paid =
         sandbox.pay(&order.order_number, &order.openid, delivery, request.wrong_amount).await.map_err(|e| match e {
-            SandboxPayError::NoPrepay => ApiError::Conflict { code: "NO_PREPAY", message: e.to_string() },
-            SandboxPayError::Closed => ApiError::Conflict { code: "ORDER_NOT_PAYABLE", message: e.to_string() },
+            SandboxPayError::NoPrepay => ApiError::new(ErrorCode::NoPrepay, e.to_string()),
+            SandboxPayError::Closed => ApiError::new(ErrorCode::OrderNotPayable, e.to_string()),
         })?;
     Ok(Json(SandboxPayResponse {
         order_number: order.order_number,

@@ -1,6 +1,8 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use wxtopup::error::ErrorCode;
+
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 /// Every operation the service serves, outside the console and Swagger UI. The router and the document
@@ -98,6 +100,47 @@ async fn the_openapi_document_lists_every_endpoint_and_error_code() {
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     assert!(doc["components"]["securitySchemes"]["openid"].is_object());
+}
+
+/// The backticked upper-case words of a description: the error codes it names.
+fn codes_named_in(description: &str) -> Vec<&str> {
+    description
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| word.len() > 1 && word.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .collect()
+}
+
+#[tokio::test]
+async fn error_codes_come_from_one_list_and_each_response_names_codes_of_its_status() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let listed: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode is an enum in the document")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>());
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["$ref"],
+        "#/components/schemas/ErrorCode"
+    );
+
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                for named in codes_named_in(response["description"].as_str().unwrap_or_default()) {
+                    let code = ErrorCode::ALL
+                        .iter()
+                        .find(|c| c.as_str() == named)
+                        .unwrap_or_else(|| panic!("{method} {path} {status}: {named} is not an error code"));
+                    assert_eq!(code.status().as_str(), status, "{method} {path}: {named} is documented under {status}");
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]
