@@ -203,6 +203,9 @@ impl From<ServiceError> for ApiError {
                 C::OrderNotRefundable,
                 format!("order is {status}; only paid orders that are not being delivered can be refunded"),
             ),
+            ServiceError::NothingToRefund(status) => {
+                (C::OrderNotRefundable, format!("order is {status}; nothing is left to refund"))
+            }
             ServiceError::PartialRefundUndelivered => {
                 (C::PartialRefundUndelivered, "an order that was not delivered can only be refunded whole".into())
             }

@@ -393,10 +393,10 @@ impl From<refund::Model> for RefundResponse {
     request_body = RefundOrderRequest,
     responses(
         (status = 200, description = "The refund, as far as it got (`success` once WeChat confirms)", body = RefundResponse),
-        (status = 400, description = "`INVALID_REFUND_AMOUNT`: zero, sub-fen, or more than is left", body = ErrorBody),
+        (status = 400, description = "`INVALID_REFUND_AMOUNT`: zero, sub-fen, or more than is left (while something is)", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, refunded, closed, or paid with a submit that may have reached the carrier), `PARTIAL_REFUND_UNDELIVERED`, `REFUND_NEEDS_PROOF` (unresolved, the carrier has not proved non-delivery, no `force`), or `ORDER_CHANGED`", body = ErrorBody),
+        (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, closed, nothing left to refund, or paid with a submit that may have reached the carrier), `PARTIAL_REFUND_UNDELIVERED`, `REFUND_NEEDS_PROOF` (unresolved, the carrier has not proved non-delivery, no `force`), or `ORDER_CHANGED`", body = ErrorBody),
         (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
     ))]
 pub async fn refund_order(
