@@ -278,10 +278,10 @@ pub struct RefundOrderRequest {
     /// Shown to the payer by WeChat (at most 80 characters are sent).
     #[schema(example = "customer asked to cancel")]
     pub reason: String,
-    /// Yuan; all that is left to refund when omitted. Only delivered or failed orders can be refunded
-    /// in part.
-    #[schema(value_type = Option<String>, example = "5.00")]
-    pub amount: Option<rust_decimal::Decimal>,
+    /// Yuan, a decimal string with at most two decimals; all that is left to refund when omitted. Only
+    /// delivered or failed orders can be refunded in part.
+    #[schema(example = "5.00", pattern = "^[0-9]{1,10}(\\.[0-9]{1,2})?$")]
+    pub amount: Option<String>,
     /// For an `unresolved` order only: refund even though the carrier has not proved the top-up failed
     /// (the operator checked another way). Recorded with the reason. Without it, the carrier is asked
     /// and the refund goes ahead only if it never received the top-up or reports it failed.
@@ -393,7 +393,7 @@ impl From<refund::Model> for RefundResponse {
     request_body = RefundOrderRequest,
     responses(
         (status = 200, description = "The refund, as far as it got (`success` once WeChat confirms)", body = RefundResponse),
-        (status = 400, description = "`INVALID_REFUND_AMOUNT`: zero, sub-fen, or more than is left (while something is)", body = ErrorBody),
+        (status = 400, description = "`INVALID_REFUND_AMOUNT`: not a decimal string with at most two decimals, zero, or more than is left (while something is)", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, closed, nothing left to refund, or paid with a submit that may have reached the carrier), `PARTIAL_REFUND_UNDELIVERED`, `REFUND_NEEDS_PROOF` (unresolved, the carrier has not proved non-delivery, no `force`), or `ORDER_CHANGED`", body = ErrorBody),
@@ -405,12 +405,12 @@ pub async fn refund_order(
     ApiPath(order_number): ApiPath<String>,
     ApiJson(request): ApiJson<RefundOrderRequest>,
 ) -> Result<Json<RefundResponse>, ApiError> {
-    let amount = match request.amount {
-        Some(yuan) => {
-            Some(Money::from_yuan(yuan).map_err(|e| ApiError::new(ErrorCode::InvalidRefundAmount, e.to_string()))?)
-        }
-        None => None,
-    };
+    let amount = request
+        .amount
+        .as_deref()
+        .map(Money::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRefundAmount, e.to_string()))?;
     let reason = request.reason.trim().to_string();
     if reason.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "reason is required"));

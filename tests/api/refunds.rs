@@ -362,6 +362,21 @@ async fn unpaid_and_in_delivery_orders_cannot_be_refunded() {
 }
 
 #[tokio::test]
+async fn a_refund_amount_is_a_decimal_string_of_yuan_with_at_most_two_decimals() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    mount_wechat(&app, "refund", refund_accepted(), 0).await;
+    for amount in ["1.500", "1e1", "+1", "1_0", " 1", ""] {
+        let response = refund(&app, &number, json!({"reason": "r", "amount": amount})).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
+    }
+    let number_not_string = refund(&app, &number, json!({"reason": "r", "amount": 5})).await;
+    assert_error(number_not_string, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BODY").await;
+    let order = app.order(&number).await;
+    assert_eq!((order.status.as_str(), order.refund_seq), ("success", 0));
+}
+
+#[tokio::test]
 async fn the_reconciliation_report_refuses_a_bad_date() {
     let app = spawn_app().await;
     let response = app.admin_get("/admin/reconciliation?date=2026-13-01").await;
