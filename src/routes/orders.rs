@@ -21,7 +21,7 @@ pub struct CreateOrderRequest {
     #[schema(example = 1)]
     pub product_id: i32,
     /// Optional `+`, then 6 to 15 digits.
-    #[schema(example = "+97688112233")]
+    #[schema(example = "+97688112233", pattern = "^\\+?[0-9]{6,15}$")]
     pub phone_number: String,
 }
 
@@ -105,7 +105,7 @@ pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
 #[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
-pub struct ListOrdersQuery {
+pub struct PageQuery {
     /// 1-based page number, 1 to 1000000 (default 1).
     #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
@@ -137,13 +137,14 @@ pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
     request_body = CreateOrderRequest,
     responses(
         (status = 201, description = "The new unpaid order", body = OrderResponse),
-        (status = 400, description = "`INVALID_PHONE_NUMBER` or `INVALID_JSON`", body = ErrorBody,
+        (status = 400, description = "`INVALID_PHONE_NUMBER`; `INVALID_JSON`: the body is not JSON; `INVALID_REQUEST`: the body could not be read", body = ErrorBody,
             example = json!({"code": "INVALID_PHONE_NUMBER", "message": "phoneNumber must be an optional + and 6 to 15 digits"})),
         (status = 401, description = "`UNAUTHORIZED`: no trusted openid", body = ErrorBody),
         (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ErrorBody),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 422, description = "`INVALID_BODY`: fields missing or of the wrong type", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn create_order(
     State(state): State<AppState>,
@@ -159,16 +160,17 @@ pub async fn create_order(
 
 /// The caller's orders, newest first.
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("openid" = [])),
-    params(ListOrdersQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "One page of orders", body = OrderPage),
         (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn list_orders(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(query): ApiQuery<ListOrdersQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let paging = page_params(query.page, query.page_size)?;
     let (page, page_size) = (paging.page(), paging.size());
@@ -187,11 +189,13 @@ pub struct GetOrderQuery {
 
 /// One of the caller's orders. Another user's order is reported as not found.
 #[utoipa::path(get, path = "/orders/{orderNumber}", tag = "orders", security(("openid" = [])),
-    params(("orderNumber" = String, Path, example = "ORD1763900000000Ab3x"), GetOrderQuery),
+    params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x"), GetOrderQuery),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
+        (status = 400, description = "`INVALID_REQUEST`: refresh is not true or false, or the path is not UTF-8", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`: no such order (none exists outside the pattern), or another user's", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn get_order(
     State(state): State<AppState>,

@@ -1,6 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use wxtopup::domain::{Money, OrderNumber, Paging, PhoneNumber, DAY_PATTERN};
 use wxtopup::error::ErrorCode;
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
@@ -90,9 +91,23 @@ async fn the_document_lists_exactly_the_operations_the_router_serves() {
 async fn the_openapi_document_lists_every_endpoint_and_error_code() {
     let app = spawn_app().await;
     let doc = document(&app).await;
-    let create = &doc["paths"]["/payment/create"]["post"]["responses"];
-    for status in ["200", "401", "404", "409", "502"] {
-        assert!(create[status].is_object(), "/payment/create lacks {status}");
+    for (method, path, statuses) in [
+        ("post", "/payment/create", &["200", "400", "401", "404", "409", "413", "415", "422", "502", "503"][..]),
+        ("post", "/orders", &["201", "400", "401", "404", "413", "415", "422", "503"]),
+        ("get", "/orders/{orderNumber}", &["200", "400", "401", "404", "503"]),
+        ("get", "/admin/alerts", &["200", "400", "401", "404", "503"]),
+        (
+            "post",
+            "/admin/orders/{orderNumber}/refund",
+            &["200", "400", "401", "404", "409", "413", "415", "422", "503"],
+        ),
+        ("post", "/sandbox/orders/{orderNumber}/pay", &["200", "400", "404", "409", "413", "422", "503"]),
+        ("post", "/payment/callback/{orderNumber}", &["200", "400", "401", "413", "502", "503"]),
+        ("post", "/payment/refund-callback/{orderNumber}", &["200", "400", "401", "413", "502", "503"]),
+    ] {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        let documented: Vec<&str> = responses.keys().map(String::as_str).collect();
+        assert_eq!(documented, statuses, "{method} {path}");
     }
     let text = doc.to_string();
     for code in ["ORDER_NOT_PAYABLE", "WECHAT_ERROR", "INVALID_PHONE_NUMBER", "UNTRUSTED_SOURCE"] {
@@ -141,6 +156,51 @@ async fn error_codes_come_from_one_list_and_each_response_names_codes_of_its_sta
             }
         }
     }
+}
+
+fn parameter<'a>(doc: &'a Value, method: &str, path: &str, name: &str) -> &'a Value {
+    let parameters = doc["paths"][path][method]["parameters"].as_array().unwrap();
+    let parameter = parameters.iter().find(|p| p["name"] == name);
+    &parameter.unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+}
+
+fn property<'a>(doc: &'a Value, schema: &str, name: &str) -> &'a Value {
+    &doc["components"]["schemas"][schema]["properties"][name]
+}
+
+#[tokio::test]
+async fn parameters_carry_the_bounds_and_formats_the_code_enforces() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    for path in ["/orders", "/admin/orders", "/admin/alerts"] {
+        let page = parameter(&doc, "get", path, "page");
+        assert_eq!((page["minimum"].as_u64(), page["maximum"].as_u64()), (Some(1), Some(Paging::MAX_PAGE)), "{path}");
+        let size = parameter(&doc, "get", path, "pageSize");
+        assert_eq!((size["minimum"].as_u64(), size["maximum"].as_u64()), (Some(1), Some(Paging::MAX_SIZE)), "{path}");
+    }
+    for (path, name) in [("/admin/reconciliation", "date"), ("/admin/stats", "from"), ("/admin/stats", "to")] {
+        let day = parameter(&doc, "get", path, name);
+        assert_eq!((day["type"].as_str(), day["format"].as_str()), (Some("string"), Some("date")), "{path} {name}");
+        assert_eq!(day["pattern"], DAY_PATTERN, "{path} {name}");
+    }
+    // Where a malformed order number can only be unknown, the document says which shape exists.
+    for (method, path) in [
+        ("get", "/orders/{orderNumber}"),
+        ("get", "/admin/orders/{orderNumber}"),
+        ("post", "/admin/orders/{orderNumber}/retry"),
+        ("post", "/admin/orders/{orderNumber}/refund"),
+        ("post", "/admin/orders/{orderNumber}/mark-delivered"),
+        ("post", "/sandbox/orders/{orderNumber}/pay"),
+    ] {
+        assert_eq!(parameter(&doc, method, path, "orderNumber")["pattern"], OrderNumber::PATTERN, "{method} {path}");
+    }
+    // The callbacks store whatever number the platform sends (an unknown one is recorded as such).
+    assert!(parameter(&doc, "post", "/payment/callback/{orderNumber}", "orderNumber")["pattern"].is_null());
+    assert_eq!(property(&doc, "CreatePaymentRequest", "orderNumber")["pattern"], OrderNumber::PATTERN);
+    assert_eq!(property(&doc, "CreateOrderRequest", "phoneNumber")["pattern"], PhoneNumber::PATTERN);
+    assert_eq!(property(&doc, "RefundOrderRequest", "amount")["pattern"], Money::PATTERN);
+    assert_eq!(property(&doc, "RefundOrderRequest", "reason")["minLength"], 1);
+    assert_eq!(property(&doc, "MarkDeliveredRequest", "note")["minLength"], 1);
 }
 
 #[tokio::test]
