@@ -177,7 +177,7 @@ pub struct AdminOrderPage {
 }
 
 #[derive(Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AdminOrdersQuery {
     /// `unpaid`, `paid`, `recharging`, `success`, `failed`, `unresolved`, `refunding`, `refunded`, `closed`;
@@ -201,7 +201,7 @@ pub struct AdminOrdersQuery {
     params(AdminOrdersQuery),
     responses(
         (status = 200, description = "One page of orders", body = AdminOrderPage),
-        (status = 400, description = "`INVALID_REQUEST`: unknown status, anomaly not true or false, or page out of range", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: unknown status, anomaly not true or false, page out of range, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
@@ -471,6 +471,7 @@ pub async fn refund_order(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReconciliationQuery {
     /// A day in UTC+8, `YYYY-MM-DD` from 2000-01-01 to 2999-12-31; today (UTC+8) when omitted.
@@ -512,7 +513,7 @@ pub struct ReconciliationResponse {
     params(ReconciliationQuery),
     responses(
         (status = 200, description = "The day's totals and mismatches", body = ReconciliationResponse),
-        (status = 400, description = "`INVALID_REQUEST`: date is not a YYYY-MM-DD day from 2000-01-01 to 2999-12-31", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: date is not a YYYY-MM-DD day from 2000-01-01 to 2999-12-31, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
@@ -593,7 +594,7 @@ pub struct AlertPage {
     params(PageQuery),
     responses(
         (status = 200, description = "One page of alerts", body = AlertPage),
-        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
@@ -621,6 +622,7 @@ pub async fn list_alerts(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// First day, `YYYY-MM-DD` (UTC+8) from 2000-01-01 to 2999-12-31; default: 6 days before `to`.
@@ -663,7 +665,7 @@ pub struct StatsResponse {
     params(StatsQuery),
     responses(
         (status = 200, description = "Statistics for the range", body = StatsResponse),
-        (status = 400, description = "`INVALID_REQUEST`: a day not YYYY-MM-DD from 2000-01-01 to 2999-12-31, from after to, or more than 366 days", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: a day not YYYY-MM-DD from 2000-01-01 to 2999-12-31, from after to, more than 366 days, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),

@@ -25,8 +25,9 @@ use crate::error::ErrorBody;
         description = "Top-ups sold through a WeChat mini-program and paid with WeChat Pay on WeChat Cloud Hosting.\n\n\
             Mini-program calls arrive through `wx.cloud.callContainer`, which injects the caller's identity as \
             `X-WX-OPENID` (trusted only together with `X-WX-SOURCE` in production). In development, \
-            `X-Mock-Openid` works too. Amounts are decimal strings in yuan. Every error is \
-            `{\"code\", \"message\"}`."
+            `X-Mock-Openid` works too. Amounts are decimal strings in yuan. A query parameter that is not \
+            listed is refused (400), so a misspelt one is not silently ignored. Every error is \
+            `{\"code\", \"message\"}` with a code from `ErrorCode`."
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon),

@@ -103,7 +103,7 @@ pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
 }
 
 #[derive(Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page number, 1 to 1000000 (default 1).
@@ -163,7 +163,7 @@ pub async fn create_order(
     params(PageQuery),
     responses(
         (status = 200, description = "One page of orders", body = OrderPage),
-        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
@@ -180,6 +180,7 @@ pub async fn list_orders(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct GetOrderQuery {
     /// `true` right after `wx.requestPayment` succeeds: an unpaid order is first checked with WeChat
@@ -192,7 +193,7 @@ pub struct GetOrderQuery {
     params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x"), GetOrderQuery),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
-        (status = 400, description = "`INVALID_REQUEST`: refresh is not true or false, or the path is not UTF-8", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: refresh is not true or false, an unknown parameter, or the path is not UTF-8", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`: no such order (none exists outside the pattern), or another user's", body = ErrorBody),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
