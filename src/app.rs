@@ -198,7 +198,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/config.json", get(routes::console::config))
         .with_state(state);
     Router::new()
-        .merge(SwaggerUi::new("/api").url("/api/openapi.json", openapi))
+        .merge(SwaggerUi::new("/api").external_url_unchecked("/api/openapi.json", routes::document(openapi)))
         .merge(api)
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

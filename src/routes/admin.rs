@@ -409,7 +409,9 @@ impl From<refund::Model> for RefundResponse {
     params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x")),
     request_body = RefundOrderRequest,
     responses(
-        (status = 200, description = "The refund, as far as it got (`success` once WeChat confirms)", body = RefundResponse),
+        (status = 200, description = "The refund, as far as it got (`success` once WeChat confirms)", body = RefundResponse, links(
+            ("RetryRefund" = (operation_id = "retry_refund", parameters(("outRefundNo" = "$response.body#/outRefundNo")))),
+        )),
         (status = 400, description = "`INVALID_REFUND_AMOUNT`: not a decimal string with at most two decimals, zero, or more than is left (while something is); `INVALID_REQUEST`: reason is blank, the body could not be read, or the path is not UTF-8; `INVALID_JSON`: the body is not JSON", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`; `NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),

@@ -42,6 +42,33 @@ use crate::error::ErrorBody;
 )]
 pub struct ApiDoc;
 
+/// The document as served. utoipa 5 writes a response link's `operationId` and `requestBody` as
+/// `operation_id` and `request_body` (its `Link` lacks the camel-case rename), which no tool reads;
+/// they are renamed here so the links (order → payment → sandbox pay → refund) can be followed.
+pub fn document(openapi: utoipa::openapi::OpenApi) -> serde_json::Value {
+    // A derived Serialize with string keys only: this cannot fail.
+    let mut doc = serde_json::to_value(openapi).expect("the OpenAPI document serialises");
+    let operations = doc.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
+    let responses = operations
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let links = response.get_mut("links").and_then(|links| links.as_object_mut());
+        for link in links.into_iter().flat_map(|links| links.values_mut()).filter_map(|l| l.as_object_mut()) {
+            let renames =
+                [("operation_id", "operationId"), ("operation_ref", "operationRef"), ("request_body", "requestBody")];
+            for (from, to) in renames {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.into(), value);
+                }
+            }
+        }
+    }
+    doc
+}
+
 struct SecurityAddon;
 
 impl Modify for SecurityAddon {

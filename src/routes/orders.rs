@@ -136,7 +136,12 @@ pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("openid" = [])),
     request_body = CreateOrderRequest,
     responses(
-        (status = 201, description = "The new unpaid order", body = OrderResponse),
+        (status = 201, description = "The new unpaid order", body = OrderResponse, links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+            ("CreatePayment" = (operation_id = "create_payment", request_body = json!({"orderNumber": "$response.body#/orderNumber"}))),
+            ("AdminGetOrder" = (operation_id = "admin_get_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+            ("RefundOrder" = (operation_id = "refund_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+        )),
         (status = 400, description = "`INVALID_PHONE_NUMBER`; `INVALID_JSON`: the body is not JSON; `INVALID_REQUEST`: the body could not be read", body = ErrorBody,
             example = json!({"code": "INVALID_PHONE_NUMBER", "message": "phoneNumber must be an optional + and 6 to 15 digits"})),
         (status = 401, description = "`UNAUTHORIZED`: no trusted openid", body = ErrorBody),

@@ -73,7 +73,10 @@ impl From<PaymentParams> for PaymentParamsResponse {
 #[utoipa::path(post, path = "/payment/create", tag = "payment", security(("openid" = [])),
     request_body = CreatePaymentRequest,
     responses(
-        (status = 200, description = "Parameters for wx.requestPayment", body = PaymentParamsResponse),
+        (status = 200, description = "Parameters for wx.requestPayment", body = PaymentParamsResponse, links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("orderNumber" = "$request.body#/orderNumber")))),
+            ("PaySandboxOrder" = (operation_id = "pay_sandbox_order", parameters(("orderNumber" = "$request.body#/orderNumber")))),
+        )),
         (status = 400, description = "`INVALID_JSON`: the body is not JSON; `INVALID_REQUEST`: the body could not be read", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`: unknown (none exists outside the pattern), or another user's", body = ErrorBody),

@@ -58,7 +58,12 @@ pub struct CallbackAnswerDto {
     params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x")),
     request_body(content = SandboxPayRequest, description = "Optional (any content type); defaults to one callback now"),
     responses(
-        (status = 200, description = "Paid in the sandbox", body = SandboxPayResponse),
+        (status = 200, description = "Paid in the sandbox", body = SandboxPayResponse, links(
+            ("AdminGetOrder" = (operation_id = "admin_get_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+            ("RefundOrder" = (operation_id = "refund_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+            ("RetryOrder" = (operation_id = "retry_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+            ("MarkDelivered" = (operation_id = "mark_delivered", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+        )),
         (status = 400, description = "`INVALID_JSON`: the body is not JSON; `INVALID_REQUEST`: the body could not be read, or the path is not UTF-8", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND` (sandbox off) or `ORDER_NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`NO_PREPAY`: call /payment/create first; or `ORDER_NOT_PAYABLE`: closed", body = ErrorBody),

@@ -158,6 +158,30 @@ async fn error_codes_come_from_one_list_and_each_response_names_codes_of_its_sta
     }
 }
 
+#[tokio::test]
+async fn every_link_leads_to_an_operation_with_the_parameters_it_fills() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let operations: Vec<&Value> =
+        doc["paths"].as_object().unwrap().values().flat_map(|item| item.as_object().unwrap().values()).collect();
+    let mut followed = 0;
+    for operation in &operations {
+        for response in operation["responses"].as_object().unwrap().values() {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                let id = link["operationId"].as_str().unwrap_or_else(|| panic!("{name}: {link}"));
+                let target = operations.iter().find(|op| op["operationId"] == id).unwrap_or_else(|| panic!("{id}"));
+                for parameter in link["parameters"].as_object().into_iter().flatten().map(|(p, _)| p) {
+                    let declared = target["parameters"].as_array().unwrap();
+                    assert!(declared.iter().any(|p| p["name"] == parameter.as_str()), "{id} has no {parameter}");
+                }
+                assert!(link["requestBody"].is_null() || target["requestBody"].is_object(), "{name}");
+                followed += 1;
+            }
+        }
+    }
+    assert!(followed >= 10, "the order → payment → sandbox pay → refund links are documented");
+}
+
 fn parameter<'a>(doc: &'a Value, method: &str, path: &str, name: &str) -> &'a Value {
     let parameters = doc["paths"][path][method]["parameters"].as_array().unwrap();
     let parameter = parameters.iter().find(|p| p["name"] == name);
