@@ -18,7 +18,8 @@ use crate::services::payments;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrderRequest {
-    #[schema(example = 1)]
+    /// A product's `id` from `GET /products`.
+    #[schema(example = 1, minimum = 1, maximum = 2147483647)]
     pub product_id: i32,
     /// Optional `+`, then 6 to 15 digits.
     #[schema(example = "+97688112233", pattern = "^\\+?[0-9]{6,15}$")]

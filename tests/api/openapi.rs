@@ -222,6 +222,8 @@ async fn parameters_carry_the_bounds_and_formats_the_code_enforces() {
     assert!(parameter(&doc, "post", "/payment/callback/{orderNumber}", "orderNumber")["pattern"].is_null());
     assert_eq!(property(&doc, "CreatePaymentRequest", "orderNumber")["pattern"], OrderNumber::PATTERN);
     assert_eq!(property(&doc, "CreateOrderRequest", "phoneNumber")["pattern"], PhoneNumber::PATTERN);
+    let product = property(&doc, "CreateOrderRequest", "productId");
+    assert_eq!((product["minimum"].as_i64(), product["maximum"].as_i64()), (Some(1), Some(i64::from(i32::MAX))));
     assert_eq!(property(&doc, "RefundOrderRequest", "amount")["pattern"], Money::PATTERN);
     assert_eq!(property(&doc, "RefundOrderRequest", "reason")["minLength"], 1);
     assert_eq!(property(&doc, "MarkDeliveredRequest", "note")["minLength"], 1);
