@@ -1,7 +1,7 @@
 //! Wiring: the database, the WeChat client, the router, and the server's life.
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
@@ -10,11 +10,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::alerts::{AlertKind, Alerter};
 use crate::config::{redact_url, Settings};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::fulfilment::{provider_from_settings, Fulfiller};
 use crate::jobs;
 use crate::limits::Limits;
@@ -226,28 +228,30 @@ fn sqlite_file(url: &str) -> Option<String> {
 
 pub fn router(state: AppState) -> Router {
     let state_alerter = state.alerter.clone();
-    let api = Router::new()
-        .route("/health", get(routes::health::health))
-        .route("/metrics", get(routes::metrics::metrics))
-        .route("/products", get(routes::products::list_products))
-        .route("/orders", post(routes::orders::create_order).get(routes::orders::list_orders))
-        .route("/orders/{order_number}", get(routes::orders::get_order))
-        .route("/payment/create", post(routes::payment::create_payment))
-        .route("/payment/callback/{order_number}", post(routes::payment::handle_payment_callback))
-        .route("/admin/orders", get(routes::admin::list_orders))
-        .route("/admin/orders/{order_number}", get(routes::admin::get_order))
-        .route("/payment/refund-callback/{order_number}", post(routes::payment::handle_refund_callback))
-        .route("/admin/orders/{order_number}/retry", post(routes::admin::retry_order))
-        .route("/admin/orders/{order_number}/refund", post(routes::admin::refund_order))
-        .route("/admin/orders/{order_number}/mark-delivered", post(routes::admin::mark_delivered))
-        .route("/admin/refunds/{out_refund_no}/retry", post(routes::admin::retry_refund))
-        .route("/admin/reconciliation", get(routes::admin::reconciliation))
-        .route("/admin/alerts", get(routes::admin::list_alerts))
-        .route("/admin/stats", get(routes::admin::get_stats))
-        .route("/jobs/compensate", post(routes::admin::run_compensation))
-        .route("/jobs/reconcile", post(routes::admin::run_reconciliation))
-        .route("/sandbox/orders/{order_number}/pay", post(routes::sandbox::pay_sandbox_order))
-        .with_state(state.clone());
+    // One list for the routes and the OpenAPI document: an endpoint cannot be served undocumented.
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::health::health))
+        .routes(routes!(routes::metrics::metrics))
+        .routes(routes!(routes::products::list_products))
+        .routes(routes!(routes::orders::create_order, routes::orders::list_orders))
+        .routes(routes!(routes::orders::get_order))
+        .routes(routes!(routes::payment::create_payment))
+        .routes(routes!(routes::payment::handle_payment_callback))
+        .routes(routes!(routes::admin::list_orders))
+        .routes(routes!(routes::admin::get_order))
+        .routes(routes!(routes::payment::handle_refund_callback))
+        .routes(routes!(routes::admin::retry_order))
+        .routes(routes!(routes::admin::refund_order))
+        .routes(routes!(routes::admin::mark_delivered))
+        .routes(routes!(routes::admin::retry_refund))
+        .routes(routes!(routes::admin::reconciliation))
+        .routes(routes!(routes::admin::list_alerts))
+        .routes(routes!(routes::admin::get_stats))
+        .routes(routes!(routes::admin::run_compensation))
+        .routes(routes!(routes::admin::run_reconciliation))
+        .routes(routes!(routes::sandbox::pay_sandbox_order))
+        .split_for_parts();
+    let api = api.with_state(state.clone());
     let console = Router::new()
         .route("/console", get(routes::console::index))
         .route("/console/", get(routes::console::index))
@@ -257,11 +261,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     let mut app = Router::new().merge(api).merge(with_page_headers(console, CONSOLE_CSP));
     if state.settings.api_docs {
-        let docs = Router::from(SwaggerUi::new("/api").url("/api/openapi.json", ApiDoc::openapi()));
+        let docs =
+            Router::from(SwaggerUi::new("/api").external_url_unchecked("/api/openapi.json", routes::document(openapi)));
         app = app.merge(with_page_headers(docs, SWAGGER_CSP));
     }
     let http = &state.settings.http;
-    app.fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
+    app.fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Innermost first. A panic is answered inside the deadline and the logging layer, so it is
         // logged with its request id like any other 500.

@@ -15,4 +15,6 @@ pub use order_status::{OrderEvent, OrderStatus, RefundScope, TransitionError};
 pub use paging::{Paging, PagingError};
 pub use phone::PhoneNumber;
 pub use refund_status::RefundStatus;
-pub use time::{beijing_to_utc, beijing_today, day_range, now_utc, parse_day, DayError, FIRST_DAY, LAST_DAY};
+pub use time::{
+    beijing_to_utc, beijing_today, day_range, now_utc, parse_day, DayError, DAY_PATTERN, FIRST_DAY, LAST_DAY,
+};

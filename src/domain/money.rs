@@ -15,10 +15,28 @@ pub enum MoneyError {
     SubFen,
     #[error("amount is too large")]
     TooLarge,
+    #[error("amount must be a decimal string of yuan with at most two decimals, like 12.50")]
+    Malformed,
 }
 
 impl Money {
     pub const ZERO: Money = Money(Decimal::ZERO);
+
+    /// The shape [`Money::parse`] accepts, as a JSON Schema pattern for the OpenAPI document.
+    pub const PATTERN: &'static str = "^[0-9]{1,10}(\\.[0-9]{1,2})?$";
+
+    /// Parses an amount as the API writes it: 1 to 10 digits of yuan, then optionally a point and one or
+    /// two more digits (`12`, `12.5`, `12.50`). No sign, exponent, spaces or separators; ten digits are
+    /// the most `DECIMAL(12, 2)` holds.
+    pub fn parse(s: &str) -> Result<Self, MoneyError> {
+        let digits =
+            |part: &str, max: usize| (1..=max).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+        let (whole, fraction) = s.split_once('.').map_or((s, None), |(whole, fraction)| (whole, Some(fraction)));
+        if !digits(whole, 10) || fraction.is_some_and(|f| !digits(f, 2)) {
+            return Err(MoneyError::Malformed);
+        }
+        s.parse::<Decimal>().map_err(|_| MoneyError::Malformed).and_then(Self::from_yuan)
+    }
 
     /// `self - other`, or zero when `other` is larger.
     pub fn saturating_sub(self, other: Money) -> Money {
@@ -99,6 +117,19 @@ mod tests {
         }
 
         #[test]
+        fn every_string_of_the_documented_shape_parses(s in "[0-9]{1,10}(\\.[0-9]{1,2})?") {
+            let expected: Decimal = s.parse().unwrap();
+            prop_assert_eq!(Money::parse(&s).map(Money::yuan), Ok(expected));
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused_and_what_parses_is_an_amount(s in "\\PC{0,16}") {
+            if let Ok(m) = Money::parse(&s) {
+                prop_assert!(m.to_fen() >= 0 && m.to_fen() < 1_000_000_000_000);
+            }
+        }
+
+        #[test]
         fn subtraction_never_goes_negative(a in 0i64..1_000_000_000, b in 0i64..1_000_000_000) {
             let (a, b) = (Money::from_fen(a).unwrap(), Money::from_fen(b).unwrap());
             let d = a.saturating_sub(b);
@@ -125,6 +156,18 @@ mod tests {
         assert_eq!(Money::from_yuan(d("1.005")), Err(MoneyError::SubFen));
         assert_eq!(Money::from_yuan(d("-1")), Err(MoneyError::Negative));
         assert_eq!(Money::from_yuan(d("10000000000")), Err(MoneyError::TooLarge));
+    }
+
+    #[test]
+    fn parses_only_the_documented_shape() {
+        assert_eq!(Money::parse("12").unwrap().to_fen(), 1200);
+        assert_eq!(Money::parse("12.5").unwrap().to_fen(), 1250);
+        assert_eq!(Money::parse("0.01").unwrap().to_fen(), 1);
+        assert_eq!(Money::parse("9999999999.99").unwrap().to_fen(), 999_999_999_999);
+        for bad in ["", ".5", "5.", "1.005", "1.500", "-1", "+1", "1e2", "1_000", " 1", "1,5", "12345678901", "１２"]
+        {
+            assert_eq!(Money::parse(bad), Err(MoneyError::Malformed), "{bad}");
+        }
     }
 
     #[test]

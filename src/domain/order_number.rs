@@ -8,6 +8,9 @@ use std::fmt;
 pub struct OrderNumber(String);
 
 impl OrderNumber {
+    /// The shape [`OrderNumber::parse`] accepts, as a JSON Schema pattern for the OpenAPI document.
+    pub const PATTERN: &'static str = "^ORD[0-9]{13}[A-Za-z0-9]{4}$";
+
     pub fn generate(now_millis: i64) -> Self {
         let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(4).map(char::from).collect();
         OrderNumber(format!("ORD{:013}{suffix}", now_millis.rem_euclid(10_000_000_000_000)))

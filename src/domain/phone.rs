@@ -5,6 +5,9 @@ use std::fmt;
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
+    /// The shape [`PhoneNumber::parse`] accepts, as a JSON Schema pattern for the OpenAPI document.
+    pub const PATTERN: &'static str = "^\\+?[0-9]{6,15}$";
+
     pub fn parse(s: &str) -> Option<Self> {
         let digits = s.strip_prefix('+').unwrap_or(s);
         let valid = (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());

@@ -36,6 +36,10 @@ pub const LAST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(2999, 12, 31) {
 #[error("dates must be YYYY-MM-DD between 2000-01-01 and 2999-12-31")]
 pub struct DayError;
 
+/// The days [`parse_day`] accepts, as a JSON Schema pattern next to `format: date` (which checks the
+/// month and day): a four-digit year starting with 2 is exactly [`FIRST_DAY`]..=[`LAST_DAY`].
+pub const DAY_PATTERN: &str = "^2[0-9]{3}-[0-9]{2}-[0-9]{2}$";
+
 /// Parses a query's day strictly: exactly `YYYY-MM-DD` (no sign, no six-digit years), within bounds.
 pub fn parse_day(s: &str) -> Result<NaiveDate, DayError> {
     let b = s.as_bytes();

@@ -8,11 +8,11 @@ use utoipa::{IntoParams, ToSchema};
 use chrono::NaiveDate;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::orders::{page_params, utc, utc_opt, OrderResponse};
+use super::orders::{page_params, utc, utc_opt, OrderResponse, PageQuery};
 use crate::app::AppState;
 use crate::domain::{beijing_today, Money, OrderStatus};
 use crate::entities::{fulfilment_attempt, order, payment_event, refund};
-use crate::error::{from_db, ApiError, ErrorBody};
+use crate::error::{from_db, ApiError, ErrorBody, ErrorCode};
 use crate::jobs::compensate::{self, SweepReport};
 use crate::jobs::reconcile::{self, ReconcileReport};
 use crate::lifecycle::{self, Happened};
@@ -31,7 +31,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(expected) = state.settings.admin_token.as_deref() else {
-            return Err(ApiError::not_found("NOT_FOUND", "no such endpoint"));
+            return Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"));
         };
         let given = parts
             .headers
@@ -48,7 +48,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 fn parse_day(d: &str) -> Result<NaiveDate, ApiError> {
-    crate::domain::parse_day(d).map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.to_string()))
+    crate::domain::parse_day(d).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -177,27 +177,34 @@ pub struct AdminOrderPage {
 }
 
 #[derive(Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AdminOrdersQuery {
-    /// `unpaid`, `paid`, `recharging`, `success`, `failed`, `unresolved`, `refunding`, `refunded`, `closed`.
+    /// `unpaid`, `paid`, `recharging`, `success`, `failed`, `unresolved`, `refunding`, `refunded`, `closed`;
+    /// empty: any.
+    #[param(pattern = "^(unpaid|paid|recharging|success|failed|unresolved|refunding|refunded|closed)?$")]
     pub status: Option<String>,
     /// `true`: only orders with a payment anomaly.
     pub anomaly: Option<bool>,
     /// An order number or a phone number, matched exactly.
     pub q: Option<String>,
+    /// 1-based page number, 1 to 1000000 (default 1).
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u64>,
 }
 
 /// Every order, newest first, filtered by status, anomalies, or an order/phone number.
-#[utoipa::path(get, path = "/admin/orders", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/admin/orders", operation_id = "admin_list_orders", tag = "admin", security(("admin" = [])),
     params(AdminOrdersQuery),
     responses(
         (status = 200, description = "One page of orders", body = AdminOrderPage),
-        (status = 400, description = "`INVALID_REQUEST`: unknown status or page out of range", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: unknown status, anomaly not true or false, page out of range, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn list_orders(
     State(state): State<AppState>,
@@ -209,7 +216,7 @@ pub async fn list_orders(
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(
             s.parse::<OrderStatus>()
-                .map_err(|_| ApiError::bad_request("INVALID_REQUEST", format!("unknown status {s:?}")))?,
+                .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("unknown status {s:?}")))?,
         ),
         None => None,
     };
@@ -220,12 +227,14 @@ pub async fn list_orders(
 }
 
 /// One order with its full history: payment deliveries, carrier calls and refunds.
-#[utoipa::path(get, path = "/admin/orders/{orderNumber}", tag = "admin", security(("admin" = [])),
-    params(("orderNumber" = String, Path)),
+#[utoipa::path(get, path = "/admin/orders/{orderNumber}", operation_id = "admin_get_order", tag = "admin", security(("admin" = [])),
+    params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x")),
     responses(
         (status = 200, description = "The order and its history", body = OrderHistoryResponse),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: the path is not UTF-8", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`; `NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -244,12 +253,14 @@ pub async fn get_order(
 /// Puts a `failed` or `unresolved` order back in line for delivery and starts it, with a fresh attempt
 /// budget. The carrier is queried before any new submit, so a retry never delivers twice.
 #[utoipa::path(post, path = "/admin/orders/{orderNumber}/retry", tag = "admin", security(("admin" = [])),
-    params(("orderNumber" = String, Path)),
+    params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x")),
     responses(
         (status = 200, description = "The order, due again", body = AdminOrderResponse),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: the path is not UTF-8", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`; `NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 409, description = "`ORDER_NOT_RETRYABLE`: only failed or unresolved orders; `ORDER_CHANGED`", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn retry_order(
     State(state): State<AppState>,
@@ -265,8 +276,9 @@ pub async fn retry_order(
 #[utoipa::path(post, path = "/jobs/compensate", tag = "admin", security(("admin" = [])),
     responses(
         (status = 200, description = "What the sweep did", body = SweepReport),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn run_compensation(State(state): State<AppState>, _admin: Admin) -> Result<Json<SweepReport>, ApiError> {
     Ok(Json(compensate::run_once(&state).await.map_err(from_db)?))
@@ -275,13 +287,13 @@ pub async fn run_compensation(State(state): State<AppState>, _admin: Admin) -> R
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundOrderRequest {
-    /// Shown to the payer by WeChat (at most 80 characters are sent).
-    #[schema(example = "customer asked to cancel")]
+    /// Shown to the payer by WeChat (at most 80 characters are sent); not blank.
+    #[schema(example = "customer asked to cancel", min_length = 1)]
     pub reason: String,
-    /// Yuan; all that is left to refund when omitted. Only delivered or failed orders can be refunded
-    /// in part.
-    #[schema(value_type = Option<String>, example = "5.00")]
-    pub amount: Option<rust_decimal::Decimal>,
+    /// Yuan, a decimal string with at most two decimals; all that is left to refund when omitted. Only
+    /// delivered or failed orders can be refunded in part.
+    #[schema(example = "5.00", pattern = "^[0-9]{1,10}(\\.[0-9]{1,2})?$")]
+    pub amount: Option<String>,
     /// For an `unresolved` order only: refund even though the carrier has not proved the top-up failed
     /// (the operator checked another way). Recorded with the reason. Without it, the carrier is asked
     /// and the refund goes ahead only if it never received the top-up or reports it failed.
@@ -292,22 +304,25 @@ pub struct RefundOrderRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MarkDeliveredRequest {
-    /// How the operator knows the top-up arrived (kept on the order).
-    #[schema(example = "carrier portal shows transaction 88123 delivered")]
+    /// How the operator knows the top-up arrived (kept on the order); not blank.
+    #[schema(example = "carrier portal shows transaction 88123 delivered", min_length = 1)]
     pub note: String,
 }
 
 /// Settles an `unresolved` order as delivered, once the operator has checked with the carrier.
 #[utoipa::path(post, path = "/admin/orders/{orderNumber}/mark-delivered", tag = "admin", security(("admin" = [])),
-    params(("orderNumber" = String, Path)),
+    params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x")),
     request_body = MarkDeliveredRequest,
     responses(
         (status = 200, description = "The order, now `success`", body = AdminOrderResponse),
-        (status = 400, description = "`INVALID_REQUEST`: note is empty", body = ErrorBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: note is blank, the body could not be read, or the path is not UTF-8; `INVALID_JSON`: the body is not JSON", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`; `NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 409, description = "`ORDER_NOT_UNRESOLVED` or `ORDER_CHANGED`", body = ErrorBody),
-        (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "`INVALID_BODY`: note missing or not a string", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn mark_delivered(
     State(state): State<AppState>,
@@ -317,7 +332,7 @@ pub async fn mark_delivered(
 ) -> Result<Json<AdminOrderResponse>, ApiError> {
     let note = request.note.trim().chars().take(400).collect::<String>();
     if note.is_empty() {
-        return Err(ApiError::bad_request("INVALID_REQUEST", "note is required"));
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "note is required"));
     }
     let order = admin::mark_delivered(&state.db, &order_number, &note).await?;
     Ok(Json(order.try_into()?))
@@ -326,13 +341,15 @@ pub async fn mark_delivered(
 /// Sends a `failed` refund again under the same `out_refund_no`, after asking WeChat where it stands
 /// (it may have happened after all). The amount stays counted against the order throughout.
 #[utoipa::path(post, path = "/admin/refunds/{outRefundNo}/retry", tag = "admin", security(("admin" = [])),
-    params(("outRefundNo" = String, Path)),
+    params(("outRefundNo" = String, Path, example = "RORD1763900000000Ab3x01")),
     responses(
         (status = 200, description = "The refund, as far as it got", body = RefundResponse),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`REFUND_NOT_FOUND`", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: the path is not UTF-8", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`REFUND_NOT_FOUND`; `NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 409, description = "`REFUND_NOT_RETRYABLE`: only failed refunds", body = ErrorBody),
         (status = 502, description = "`WECHAT_ERROR`: WeChat could not be asked; nothing changed", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn retry_refund(
     State(state): State<AppState>,
@@ -389,15 +406,20 @@ impl From<refund::Model> for RefundResponse {
 /// Refunds a paid order, whole or in part. The refund number is stored before WeChat is called and
 /// reused on every retry; the refunds of an order never add up to more than it paid.
 #[utoipa::path(post, path = "/admin/orders/{orderNumber}/refund", tag = "admin", security(("admin" = [])),
-    params(("orderNumber" = String, Path)),
+    params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x")),
     request_body = RefundOrderRequest,
     responses(
-        (status = 200, description = "The refund, as far as it got (`success` once WeChat confirms)", body = RefundResponse),
-        (status = 400, description = "`INVALID_REFUND_AMOUNT`: zero, sub-fen, or more than is left", body = ErrorBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, refunded, closed, or paid with a submit that may have reached the carrier), `PARTIAL_REFUND_UNDELIVERED`, `REFUND_NEEDS_PROOF` (unresolved, the carrier has not proved non-delivery, no `force`), or `ORDER_CHANGED`", body = ErrorBody),
-        (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
+        (status = 200, description = "The refund, as far as it got (`success` once WeChat confirms)", body = RefundResponse, links(
+            ("RetryRefund" = (operation_id = "retry_refund", parameters(("outRefundNo" = "$response.body#/outRefundNo")))),
+        )),
+        (status = 400, description = "`INVALID_REFUND_AMOUNT`: not a decimal string with at most two decimals, zero, or more than is left (while something is); `INVALID_REQUEST`: reason is blank, the body could not be read, or the path is not UTF-8; `INVALID_JSON`: the body is not JSON", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`; `NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 409, description = "`ORDER_NOT_REFUNDABLE` (unpaid, being delivered, closed, nothing left to refund, or paid with a submit that may have reached the carrier), `PARTIAL_REFUND_UNDELIVERED`, `REFUND_NEEDS_PROOF` (unresolved, the carrier has not proved non-delivery, no `force`), or `ORDER_CHANGED`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "`INVALID_BODY`: reason missing, or a field of the wrong type", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn refund_order(
     State(state): State<AppState>,
@@ -405,15 +427,15 @@ pub async fn refund_order(
     ApiPath(order_number): ApiPath<String>,
     ApiJson(request): ApiJson<RefundOrderRequest>,
 ) -> Result<Json<RefundResponse>, ApiError> {
-    let amount = match request.amount {
-        Some(yuan) => {
-            Some(Money::from_yuan(yuan).map_err(|e| ApiError::bad_request("INVALID_REFUND_AMOUNT", e.to_string()))?)
-        }
-        None => None,
-    };
+    let amount = request
+        .amount
+        .as_deref()
+        .map(Money::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRefundAmount, e.to_string()))?;
     let reason = request.reason.trim().to_string();
     if reason.is_empty() {
-        return Err(ApiError::bad_request("INVALID_REQUEST", "reason is required"));
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "reason is required"));
     }
     // Opening the refund and its first submit finish even if the operator's browser hangs up.
     let task_state = state.clone();
@@ -451,9 +473,11 @@ pub async fn refund_order(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReconciliationQuery {
-    /// A day in UTC+8, `YYYY-MM-DD`; today (UTC+8) when omitted.
+    /// A day in UTC+8, `YYYY-MM-DD` from 2000-01-01 to 2999-12-31; today (UTC+8) when omitted.
+    #[param(value_type = Option<NaiveDate>, pattern = "^2[0-9]{3}-[0-9]{2}-[0-9]{2}$", example = "2026-11-23")]
     pub date: Option<String>,
 }
 
@@ -491,8 +515,10 @@ pub struct ReconciliationResponse {
     params(ReconciliationQuery),
     responses(
         (status = 200, description = "The day's totals and mismatches", body = ReconciliationResponse),
-        (status = 400, description = "`INVALID_REQUEST`: date is not YYYY-MM-DD", body = ErrorBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: date is not a YYYY-MM-DD day from 2000-01-01 to 2999-12-31, or an unknown parameter", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn reconciliation(
     State(state): State<AppState>,
@@ -532,8 +558,9 @@ pub async fn reconciliation(
 #[utoipa::path(post, path = "/jobs/reconcile", tag = "admin", security(("admin" = [])),
     responses(
         (status = 200, description = "What the pass did", body = ReconcileReport),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn run_reconciliation(
     State(state): State<AppState>,
@@ -564,20 +591,15 @@ pub struct AlertPage {
     pub total: u64,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    pub page: Option<u64>,
-    pub page_size: Option<u64>,
-}
-
 /// Alerts raised (one per order and kind), newest first, with how each was delivered.
 #[utoipa::path(get, path = "/admin/alerts", tag = "admin", security(("admin" = [])),
     params(PageQuery),
     responses(
         (status = 200, description = "One page of alerts", body = AlertPage),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range, or an unknown parameter", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn list_alerts(
     State(state): State<AppState>,
@@ -602,11 +624,14 @@ pub async fn list_alerts(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
-    /// First day, `YYYY-MM-DD` (UTC+8); default: 6 days before `to`.
+    /// First day, `YYYY-MM-DD` (UTC+8) from 2000-01-01 to 2999-12-31; default: 6 days before `to`.
+    #[param(value_type = Option<NaiveDate>, pattern = "^2[0-9]{3}-[0-9]{2}-[0-9]{2}$", example = "2026-11-17")]
     pub from: Option<String>,
-    /// Last day, inclusive; default: today (UTC+8).
+    /// Last day, inclusive, at most 366 days after `from`; default: today (UTC+8).
+    #[param(value_type = Option<NaiveDate>, pattern = "^2[0-9]{3}-[0-9]{2}-[0-9]{2}$", example = "2026-11-23")]
     pub to: Option<String>,
 }
 
@@ -642,8 +667,10 @@ pub struct StatsResponse {
     params(StatsQuery),
     responses(
         (status = 200, description = "Statistics for the range", body = StatsResponse),
-        (status = 400, description = "`INVALID_REQUEST`: bad dates, from after to, or more than 366 days", body = ErrorBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: a day not YYYY-MM-DD from 2000-01-01 to 2999-12-31, from after to, more than 366 days, or an unknown parameter", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn get_stats(
     State(state): State<AppState>,
@@ -652,8 +679,8 @@ pub async fn get_stats(
 ) -> Result<Json<StatsResponse>, ApiError> {
     let (from, to) =
         crate::domain::day_range(query.from.as_deref(), query.to.as_deref(), beijing_today()).map_err(|_| {
-            ApiError::bad_request(
-                "INVALID_REQUEST",
+            ApiError::new(
+                ErrorCode::InvalidRequest,
                 "dates must be YYYY-MM-DD between 2000-01-01 and 2999-12-31, from not after to, at most 366 days apart",
             )
         })?;

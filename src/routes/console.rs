@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 const INDEX: &str = include_str!("../../console/index.html");
 const SCRIPT: &str = include_str!("../../console/app.js");
@@ -17,7 +17,7 @@ const STYLE: &str = include_str!("../../console/style.css");
 /// still needs the token for every call).
 fn available(state: &AppState) -> Result<(), ApiError> {
     if state.settings.is_production() && state.settings.admin_token.is_none() {
-        return Err(ApiError::not_found("NOT_FOUND", "no such endpoint"));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"));
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ pub struct HealthResponse {
 #[utoipa::path(get, path = "/health", tag = "service",
     responses(
         (status = 200, description = "Service and database are up", body = HealthResponse),
-        (status = 503, description = "The database does not answer (`SERVICE_UNAVAILABLE`)", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: the database does not answer", body = ErrorBody),
     ))]
 pub async fn health(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
     state.db.ping().await.map_err(|error| {

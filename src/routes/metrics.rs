@@ -16,6 +16,7 @@ use crate::telemetry::metrics_handle;
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, description = "`UNAUTHORIZED`: ADMIN_TOKEN is set and was not given", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: the order counts could not be read", body = ErrorBody),
     ))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(expected) = state.settings.admin_token.as_deref() {

@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 
+/// The document's frame: info, tags, shared schemas and security. The paths are added by `app::router`
+/// from the same list that serves them.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -23,31 +25,9 @@ use crate::error::ErrorBody;
         description = "Top-ups sold through a WeChat mini-program and paid with WeChat Pay on WeChat Cloud Hosting.\n\n\
             Mini-program calls arrive through `wx.cloud.callContainer`, which injects the caller's identity as \
             `X-WX-OPENID` (trusted only together with `X-WX-SOURCE` in production). In development, \
-            `X-Mock-Openid` works too. Amounts are decimal strings in yuan. Every error is \
-            `{\"code\", \"message\"}`."
-    ),
-    paths(
-        health::health,
-        metrics::metrics,
-        products::list_products,
-        orders::create_order,
-        orders::list_orders,
-        orders::get_order,
-        payment::create_payment,
-        payment::handle_payment_callback,
-        payment::handle_refund_callback,
-        admin::list_orders,
-        admin::get_order,
-        admin::retry_order,
-        admin::refund_order,
-        admin::mark_delivered,
-        admin::retry_refund,
-        admin::reconciliation,
-        admin::run_compensation,
-        admin::run_reconciliation,
-        admin::list_alerts,
-        admin::get_stats,
-        sandbox::pay_sandbox_order,
+            `X-Mock-Openid` works too. Amounts are decimal strings in yuan. A query parameter that is not \
+            listed is refused (400), so a misspelt one is not silently ignored. Every error is \
+            `{\"code\", \"message\"}` with a code from `ErrorCode`."
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon),
@@ -61,6 +41,55 @@ use crate::error::ErrorBody;
     )
 )]
 pub struct ApiDoc;
+
+/// The document as served. utoipa 5 writes a response link's `operationId` and `requestBody` as
+/// `operation_id` and `request_body` (its `Link` lacks the camel-case rename), which no tool reads;
+/// they are renamed here so the links (order → payment → sandbox pay → refund) can be followed.
+pub fn document(openapi: utoipa::openapi::OpenApi) -> serde_json::Value {
+    // A derived Serialize with string keys only: this cannot fail.
+    let mut doc = serde_json::to_value(openapi).expect("the OpenAPI document serialises");
+    let operations = doc.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
+    let responses = operations
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let links = response.get_mut("links").and_then(|links| links.as_object_mut());
+        for link in links.into_iter().flat_map(|links| links.values_mut()).filter_map(|l| l.as_object_mut()) {
+            let renames =
+                [("operation_id", "operationId"), ("operation_ref", "operationRef"), ("request_body", "requestBody")];
+            for (from, to) in renames {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.into(), value);
+                }
+            }
+        }
+    }
+    add_limits(&mut doc);
+    doc
+}
+
+/// Every operation can answer 408 (a client too slow: `HTTP_*_TIMEOUT_SECONDS`) and 429 (the rate
+/// limits: per openid, per order's confirmations, or per address without a verified caller).
+fn add_limits(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+    let timeout = json!({"description": "`REQUEST_TIMEOUT`: the headers, the body or the whole request took too long",
+        "content": {"application/json": {"schema": error}}});
+    let limited = json!({"description": "`RATE_LIMITED`: too many requests; retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
+        "content": {"application/json": {"schema": error}}});
+    let operations = doc.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
+    let responses = operations
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut());
+    for responses in responses {
+        responses.entry("408").or_insert_with(|| timeout.clone());
+        responses.entry("429").or_insert_with(|| limited.clone());
+    }
+}
 
 struct SecurityAddon;
 

@@ -10,7 +10,7 @@ use super::identity::Caller;
 use crate::app::AppState;
 use crate::domain::{Money, OrderStatus, Paging, PhoneNumber};
 use crate::entities::order;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::lifecycle;
 use crate::services::orders;
 use crate::services::payments;
@@ -18,10 +18,11 @@ use crate::services::payments;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrderRequest {
-    #[schema(example = 1)]
+    /// A product's `id` from `GET /products`.
+    #[schema(example = 1, minimum = 1, maximum = 2147483647)]
     pub product_id: i32,
     /// Optional `+`, then 6 to 15 digits.
-    #[schema(example = "+97688112233")]
+    #[schema(example = "+97688112233", pattern = "^\\+?[0-9]{6,15}$")]
     pub phone_number: String,
 }
 
@@ -103,9 +104,9 @@ pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
 }
 
 #[derive(Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ListOrdersQuery {
+pub struct PageQuery {
     /// 1-based page number, 1 to 1000000 (default 1).
     #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
@@ -125,7 +126,7 @@ pub struct OrderPage {
 
 /// Validates 1-based `page` (default 1) and `pageSize` (1 to 100, default 20).
 pub fn page_params(page: Option<u64>, page_size: Option<u64>) -> Result<Paging, ApiError> {
-    Paging::new(page, page_size).map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.to_string()))
+    Paging::new(page, page_size).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
@@ -136,14 +137,20 @@ pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("openid" = [])),
     request_body = CreateOrderRequest,
     responses(
-        (status = 201, description = "The new unpaid order", body = OrderResponse),
-        (status = 400, description = "`INVALID_PHONE_NUMBER` or `INVALID_JSON`", body = ErrorBody,
+        (status = 201, description = "The new unpaid order", body = OrderResponse, links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+            ("CreatePayment" = (operation_id = "create_payment", request_body = json!({"orderNumber": "$response.body#/orderNumber"}))),
+            ("AdminGetOrder" = (operation_id = "admin_get_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+            ("RefundOrder" = (operation_id = "refund_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
+        )),
+        (status = 400, description = "`INVALID_PHONE_NUMBER`; `INVALID_JSON`: the body is not JSON; `INVALID_REQUEST`: the body could not be read", body = ErrorBody,
             example = json!({"code": "INVALID_PHONE_NUMBER", "message": "phoneNumber must be an optional + and 6 to 15 digits"})),
         (status = 401, description = "`UNAUTHORIZED`: no trusted openid", body = ErrorBody),
         (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ErrorBody),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 422, description = "`INVALID_BODY`: fields missing or of the wrong type", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn create_order(
     State(state): State<AppState>,
@@ -152,7 +159,7 @@ pub async fn create_order(
 ) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
     state.limits.orders.check(&caller.openid).map_err(ApiError::RateLimited)?;
     let phone = PhoneNumber::parse(&request.phone_number).ok_or_else(|| {
-        ApiError::bad_request("INVALID_PHONE_NUMBER", "phoneNumber must be an optional + and 6 to 15 digits")
+        ApiError::new(ErrorCode::InvalidPhoneNumber, "phoneNumber must be an optional + and 6 to 15 digits")
     })?;
     let order = orders::place_order(&state.db, &caller.openid, request.product_id, &phone).await?;
     Ok((StatusCode::CREATED, Json(order.try_into()?)))
@@ -160,16 +167,17 @@ pub async fn create_order(
 
 /// The caller's orders, newest first.
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("openid" = [])),
-    params(ListOrdersQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "One page of orders", body = OrderPage),
-        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: page or pageSize out of range, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn list_orders(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(query): ApiQuery<ListOrdersQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let paging = page_params(query.page, query.page_size)?;
     let (page, page_size) = (paging.page(), paging.size());
@@ -179,6 +187,7 @@ pub async fn list_orders(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct GetOrderQuery {
     /// `true` right after `wx.requestPayment` succeeds: an unpaid order is first checked with WeChat
@@ -188,11 +197,13 @@ pub struct GetOrderQuery {
 
 /// One of the caller's orders. Another user's order is reported as not found.
 #[utoipa::path(get, path = "/orders/{orderNumber}", tag = "orders", security(("openid" = [])),
-    params(("orderNumber" = String, Path, example = "ORD1763900000000Ab3x"), GetOrderQuery),
+    params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x"), GetOrderQuery),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
+        (status = 400, description = "`INVALID_REQUEST`: refresh is not true or false, an unknown parameter, or the path is not UTF-8", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`ORDER_NOT_FOUND`", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`: no such order (none exists outside the pattern), or another user's", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn get_order(
     State(state): State<AppState>,

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::extract::{ApiJson, ApiPath};
 use super::identity::{client_ip, from_platform, Caller};
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::lifecycle::{self, Happened};
 use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome, Confirmation};
 use crate::services::refunds;
@@ -32,7 +32,7 @@ const AUDITED_HEADERS: &[&str] = &[
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatePaymentRequest {
-    #[schema(example = "ORD1763900000000Ab3x")]
+    #[schema(example = "ORD1763900000000Ab3x", pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$")]
     pub order_number: String,
 }
 
@@ -73,14 +73,21 @@ impl From<PaymentParams> for PaymentParamsResponse {
 #[utoipa::path(post, path = "/payment/create", tag = "payment", security(("openid" = [])),
     request_body = CreatePaymentRequest,
     responses(
-        (status = 200, description = "Parameters for wx.requestPayment", body = PaymentParamsResponse),
+        (status = 200, description = "Parameters for wx.requestPayment", body = PaymentParamsResponse, links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("orderNumber" = "$request.body#/orderNumber")))),
+            ("PaySandboxOrder" = (operation_id = "pay_sandbox_order", parameters(("orderNumber" = "$request.body#/orderNumber")))),
+        )),
+        (status = 400, description = "`INVALID_JSON`: the body is not JSON; `INVALID_REQUEST`: the body could not be read", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 404, description = "`ORDER_NOT_FOUND`: unknown, or another user's", body = ErrorBody),
+        (status = 404, description = "`ORDER_NOT_FOUND`: unknown (none exists outside the pattern), or another user's", body = ErrorBody),
         (status = 409, description = "`ORDER_NOT_PAYABLE`: the order is not unpaid", body = ErrorBody,
             example = json!({"code": "ORDER_NOT_PAYABLE", "message": "order is paid; only unpaid orders can be paid"})),
-        (status = 422, description = "`INVALID_BODY`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "`INVALID_BODY`: orderNumber missing or not a string", body = ErrorBody),
         (status = 502, description = "`WECHAT_ERROR`: WeChat Pay refused or failed", body = ErrorBody,
             example = json!({"code": "WECHAT_ERROR", "message": "WeChat Pay refused the order: PARAM_ERROR 无效的openid"})),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
     ))]
 pub async fn create_payment(
     State(state): State<AppState>,
@@ -105,7 +112,7 @@ pub struct CallbackAnswer {
     #[schema(example = "ok")]
     pub errmsg: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<&'static str>,
+    pub code: Option<ErrorCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -135,17 +142,22 @@ fn refuse(error: ApiError) -> Response {
             "transactionId":"4200004561202203217657282768","outTradeNo":"ORD1763900000000Ab3x","timeEnd":"20220321132007"})),
     responses(
         (status = 200, description = "Recorded (paid, duplicate, or anomaly): errcode 0", body = CallbackAnswer),
-        (status = 400, description = "`INVALID_JSON`: body is not JSON (stored, not acted on)", body = CallbackAnswer),
+        (status = 400, description = "`INVALID_JSON`: body is not a JSON object (stored, not acted on); `INVALID_REQUEST`: the body could not be read, or the path is not UTF-8", body = CallbackAnswer),
         (status = 401, description = "`UNTRUSTED_SOURCE`: production delivery without X-WX-SOURCE; nothing stored", body = CallbackAnswer),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = CallbackAnswer),
+        (status = 502, description = "`WECHAT_ERROR`: queryorder could not confirm the payment; stored, not acted on, the platform will redeliver", body = CallbackAnswer),
         (status = 503, description = "`SERVICE_UNAVAILABLE`: not recorded; the platform will redeliver", body = CallbackAnswer),
     ))]
 pub async fn handle_payment_callback(
     State(state): State<AppState>,
-    ApiPath(order_number): ApiPath<String>,
+    path: Result<ApiPath<String>, ApiError>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let order_number = match path {
+        Ok(ApiPath(order_number)) => order_number,
+        Err(refused) => return refuse(refused),
+    };
     let body = match platform_body(&state, &order_number, &headers, body, "payment") {
         Ok(body) => body,
         Err(refused) => return refuse(refused),
@@ -218,7 +230,7 @@ fn platform_body(
 /// The platform redelivers on anything but errcode 0: used for what another delivery can fix.
 fn callback_failure(order_number: &str, error: CallbackError) -> Response {
     match error {
-        CallbackError::Malformed => refuse(ApiError::bad_request("INVALID_JSON", "callback body is not a JSON object")),
+        CallbackError::Malformed => refuse(ApiError::new(ErrorCode::InvalidJson, "callback body is not a JSON object")),
         CallbackError::Unconfirmed(error) => {
             tracing::error!(order_number, %error, "callback could not be confirmed; asking for redelivery");
             refuse(ApiError::Wechat(error))
@@ -249,17 +261,22 @@ fn callback_failure(order_number: &str, error: CallbackError) -> Response {
     request_body(content = Object, description = "The platform's refund notification, stored as received"),
     responses(
         (status = 200, description = "Stored and confirmed: errcode 0", body = CallbackAnswer),
-        (status = 400, description = "`INVALID_JSON`", body = CallbackAnswer),
+        (status = 400, description = "`INVALID_JSON`: body is not a JSON object; `INVALID_REQUEST`: the body could not be read, or the path is not UTF-8", body = CallbackAnswer),
         (status = 401, description = "`UNTRUSTED_SOURCE`: production delivery without X-WX-SOURCE", body = CallbackAnswer),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = CallbackAnswer),
         (status = 502, description = "`WECHAT_ERROR`: queryrefund failed; the platform will redeliver", body = CallbackAnswer),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = CallbackAnswer),
     ))]
 pub async fn handle_refund_callback(
     State(state): State<AppState>,
-    ApiPath(order_number): ApiPath<String>,
+    path: Result<ApiPath<String>, ApiError>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let order_number = match path {
+        Ok(ApiPath(order_number)) => order_number,
+        Err(refused) => return refuse(refused),
+    };
     let body = match platform_body(&state, &order_number, &headers, body, "refund") {
         Ok(body) => body,
         Err(refused) => return refuse(refused),

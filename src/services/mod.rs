@@ -36,6 +36,9 @@ pub enum ServiceError {
     RefundNotRetryable(crate::domain::RefundStatus),
     #[error("order is {0}")]
     OrderNotSettleable(OrderStatus),
+    /// Every refund of the order together already comes to what it paid: a state, whatever the amount.
+    #[error("order is {0} and nothing is left to refund")]
+    NothingToRefund(OrderStatus),
     /// The amount is zero or more than what is left to refund (carried).
     #[error("at most {0} can be refunded")]
     RefundAmount(crate::domain::Money),

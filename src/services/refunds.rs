@@ -89,6 +89,10 @@ async fn open(
     let paid = Money::from_stored(order.amount);
     let requested = Money::from_stored(order.refund_requested);
     let remaining = paid.saturating_sub(requested);
+    // Nothing left is the order's state (a conflict), not a wrong amount: no amount could succeed.
+    if remaining == Money::ZERO {
+        return Err(ServiceError::NothingToRefund(order.status));
+    }
     let amount = amount.unwrap_or(remaining);
     if amount.to_fen() <= 0 || amount > remaining {
         return Err(ServiceError::RefundAmount(remaining));

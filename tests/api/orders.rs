@@ -157,3 +157,22 @@ async fn another_users_order_is_not_found() {
     let response = app.get_as("/orders/ORD0000000000000zzzz", OPENID).await;
     assert_error(response, StatusCode::NOT_FOUND, "ORDER_NOT_FOUND").await;
 }
+
+#[tokio::test]
+async fn a_misspelt_query_parameter_is_refused_not_ignored() {
+    let app = spawn_app().await;
+    let mistyped = app.get_as("/orders?pagesize=5", OPENID).await;
+    let body = assert_error(mistyped, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
+    assert!(body["message"].as_str().unwrap().contains("pagesize"), "{body}");
+    let number = app.place_order(OPENID).await;
+    let refresh = app.get_as(&format!("/orders/{number}?refesh=true"), OPENID).await;
+    assert_error(refresh, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
+    for path in [
+        "/admin/orders?state=failed",
+        "/admin/alerts?size=5",
+        "/admin/reconciliation?day=2026-01-01",
+        "/admin/stats?since=2026-01-01",
+    ] {
+        assert_error(app.admin_get(path).await, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
+    }
+}

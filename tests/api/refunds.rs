@@ -96,9 +96,30 @@ async fn partial_refunds_never_add_up_to_more_than_was_paid() {
         (Some("7.00"), Some(format!("R{number}02").as_str()))
     );
     let nothing_left = refund(&app, &number, json!({"reason": "again"})).await;
-    assert_error(nothing_left, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
+    assert_error(nothing_left, StatusCode::CONFLICT, "ORDER_NOT_REFUNDABLE").await;
     let order = app.order(&number).await;
     assert_eq!(order.status.as_str(), "refunded");
+    assert_books_balance(&app, &number).await;
+}
+
+#[tokio::test]
+async fn refunding_an_order_with_nothing_left_is_a_conflict_whatever_the_amount() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    let out_refund_no = format!("R{number}01");
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&out_refund_no, "SUCCESS"), 1).await;
+    let whole: Value = refund(&app, &number, json!({"reason": "all of it"})).await.json().await.unwrap();
+    assert_eq!(whole["status"], "success");
+
+    // The order's refunds add up to its payment: no amount could be right, so this is its state.
+    for body in [json!({"reason": "again"}), json!({"reason": "again", "amount": "1.00"})] {
+        let again = refund(&app, &number, body).await;
+        assert_error(again, StatusCode::CONFLICT, "ORDER_NOT_REFUNDABLE").await;
+    }
+    let order = app.order(&number).await;
+    assert_eq!((order.status.as_str(), order.refund_seq), ("refunded", 1));
+    assert_eq!(order.refund_requested.round_dp(2), rust_decimal::Decimal::from(12));
     assert_books_balance(&app, &number).await;
 }
 
@@ -338,6 +359,21 @@ async fn unpaid_and_in_delivery_orders_cannot_be_refunded() {
     )
     .await;
     assert_error(refund(&app, &busy, json!({"reason": " "})).await, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
+}
+
+#[tokio::test]
+async fn a_refund_amount_is_a_decimal_string_of_yuan_with_at_most_two_decimals() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    mount_wechat(&app, "refund", refund_accepted(), 0).await;
+    for amount in ["1.500", "1e1", "+1", "1_0", " 1", ""] {
+        let response = refund(&app, &number, json!({"reason": "r", "amount": amount})).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
+    }
+    let number_not_string = refund(&app, &number, json!({"reason": "r", "amount": 5})).await;
+    assert_error(number_not_string, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BODY").await;
+    let order = app.order(&number).await;
+    assert_eq!((order.status.as_str(), order.refund_seq), ("success", 0));
 }
 
 #[tokio::test]

@@ -37,6 +37,21 @@ async fn paying_in_the_sandbox_runs_the_real_callback_and_delivers_the_top_up() 
 }
 
 #[tokio::test]
+async fn a_sandbox_payment_body_that_is_not_json_or_of_the_wrong_shape_is_refused_like_any_other() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    let url = app.url(&format!("/sandbox/orders/{number}/pay"));
+    let not_json = app.client.post(&url).body("{").send().await.unwrap();
+    assert_error(not_json, StatusCode::BAD_REQUEST, "INVALID_JSON").await;
+    let wrong_shape = pay(&app, &number, json!({"deliver": "sometimes"})).await;
+    assert_error(wrong_shape, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BODY").await;
+    let too_large = app.client.post(&url).body(vec![b' '; 200 * 1024]).send().await.unwrap();
+    assert_eq!(too_large.headers()["content-type"], "application/json");
+    assert_error(too_large, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+    assert_eq!(app.order(&number).await.status.as_str(), "unpaid");
+}
+
+#[tokio::test]
 async fn a_twice_delivered_sandbox_payment_makes_one_transition() {
     let app = spawn_app_with(SANDBOX).await;
     let number = order_with_sandbox_prepay(&app, "+97688112233").await;
