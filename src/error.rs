@@ -1,4 +1,5 @@
-//! The one HTTP error type: `{"code": "...", "message": "..."}` with a stable code per variant.
+//! The one HTTP error type: `{"code": "...", "message": "..."}`, the code from the one list of them,
+//! [`ErrorCode`], which also gives the status.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -47,7 +48,7 @@ macro_rules! error_codes {
 
 error_codes! {
     InvalidRequest => BAD_REQUEST, "INVALID_REQUEST",
-        "a query or path parameter (or a field the schema cannot express, like an empty note) is invalid";
+        "a query or path parameter is invalid, or a body breaks a rule the schema cannot state (a blank reason)";
     InvalidJson => BAD_REQUEST, "INVALID_JSON", "the body is not valid JSON";
     InvalidPhoneNumber => BAD_REQUEST, "INVALID_PHONE_NUMBER", "phoneNumber is not an optional + and 6 to 15 digits";
     InvalidRefundAmount => BAD_REQUEST, "INVALID_REFUND_AMOUNT",
@@ -121,7 +122,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A refusal with its own code and message; the status is the code's (400, 404 or 409).
+    /// A refusal with its own code and message; the status is the code's.
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
     /// 401: no trusted caller identity.

@@ -27,7 +27,8 @@ use crate::error::ErrorBody;
             `X-WX-OPENID` (trusted only together with `X-WX-SOURCE` in production). In development, \
             `X-Mock-Openid` works too. Amounts are decimal strings in yuan. A query parameter that is not \
             listed is refused (400), so a misspelt one is not silently ignored. Every error is \
-            `{\"code\", \"message\"}` with a code from `ErrorCode`."
+            `{\"code\", \"message\"}` with a code from `ErrorCode`; any operation can also answer 500 \
+            `INTERNAL_ERROR` for a fault of its own (logged, never detailed in the answer)."
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon),

@@ -98,7 +98,8 @@ async fn open(
         return Err(ServiceError::RefundAmount(remaining));
     }
     // A late payment is `PaymentConfirmed` on a closed order (the state machine sends it to refunding).
-    let event = if order.status == OrderStatus::Closed {
+    // Anyone else asking to refund a closed order asks to refund money that never arrived: refused.
+    let event = if order.status == OrderStatus::Closed && source == RefundSource::AutoClosed {
         OrderEvent::PaymentConfirmed
     } else {
         OrderEvent::RefundRequested(if amount == remaining { RefundScope::Whole } else { RefundScope::Partial })

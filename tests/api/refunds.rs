@@ -377,6 +377,19 @@ async fn a_refund_amount_is_a_decimal_string_of_yuan_with_at_most_two_decimals()
 }
 
 #[tokio::test]
+async fn a_closed_order_that_was_never_paid_is_not_refunded() {
+    let app = spawn_app().await;
+    mount_wechat(&app, "refund", refund_accepted(), 0).await;
+    let number = app.place_order(OPENID).await;
+    app.set(&number, vec![(wxtopup::entities::order::Column::Status, sea_orm::sea_query::Expr::value("closed"))]).await;
+    let response = refund(&app, &number, json!({"reason": "r"})).await;
+    assert_error(response, StatusCode::CONFLICT, "ORDER_NOT_REFUNDABLE").await;
+    let order = app.order(&number).await;
+    assert_eq!((order.status.as_str(), order.refund_seq), ("closed", 0));
+    assert!(order.refund_requested.is_zero());
+}
+
+#[tokio::test]
 async fn the_reconciliation_report_refuses_a_bad_date() {
     let app = spawn_app().await;
     let response = app.admin_get("/admin/reconciliation?date=2026-13-01").await;
