@@ -56,7 +56,8 @@ pub(crate) async fn store_delivery(
     delivery: &CallbackDelivery<'_>,
 ) -> Result<payment_event::Model, sea_orm::DbErr> {
     payment_event::ActiveModel {
-        order_number: Set(delivery.path_order_number.chars().take(64).collect()),
+        // PostgreSQL's text refuses NUL; anyone can put one in a path or a body.
+        order_number: Set(delivery.path_order_number.chars().take(64).map(without_nul).collect()),
         kind: Set(kind.into()),
         outcome: Set("received".into()),
         detail: Set(None),
@@ -88,10 +89,18 @@ pub(crate) async fn set_event_outcome(
 /// What is kept of a body: all of it up to 16 KiB, else its first 16 KiB and a mark.
 const MAX_STORED_BODY: usize = 16 * 1024;
 
+fn without_nul(c: char) -> char {
+    if c == '\0' {
+        char::REPLACEMENT_CHARACTER
+    } else {
+        c
+    }
+}
+
 fn stored_body(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+    let text: String = String::from_utf8_lossy(body).chars().map(without_nul).collect();
     if text.len() <= MAX_STORED_BODY {
-        return text.into_owned();
+        return text;
     }
     let mut end = MAX_STORED_BODY;
     while !text.is_char_boundary(end) {
@@ -115,5 +124,6 @@ mod tests {
         assert!(stored.len() < MAX_STORED_BODY + 100, "{}", stored.len());
         assert!(stored.ends_with("bytes in all; the rest was not stored)"));
         assert_eq!(stored_body(b"{}"), "{}");
+        assert_eq!(stored_body(b"a\0b"), "a\u{fffd}b");
     }
 }

@@ -183,3 +183,20 @@ async fn unauthenticated_requests_are_limited_per_address() {
     // A verified caller is not limited by address.
     assert_eq!(app.get_as("/orders", OPENID).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_a_callback_path_or_body_is_stored_and_answered() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/payment/callback/ORD%00x"))
+        .header("X-WX-SOURCE", "wx_callback")
+        .header("content-type", "application/json")
+        .body(b"{\"returnCode\":\"SUCCESS\"}\0".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "malformed, not a database error");
+    assert_eq!(app.events("ORD\u{fffd}x").await[0].outcome, "malformed");
+    assert_still_serving(&app).await;
+}
