@@ -13,8 +13,8 @@ use crate::alerts::AlertKind;
 use crate::app::AppState;
 use crate::domain::{beijing_today, now_utc, OrderEvent, OrderStatus, RefundStatus};
 use crate::entities::order;
-use crate::lifecycle::{react, refund_policy, transition, Happened};
-use crate::services::payments::{confirm_from_query, record_anomaly, Confirmation, Finding};
+use crate::lifecycle::{react, react_to_finding, refund_policy, transition, Happened};
+use crate::services::payments::{confirm_from_query, Confirmation, Finding};
 use crate::services::reconciliation::day_report;
 use crate::services::refunds;
 use crate::services::ServiceError;
@@ -119,24 +119,22 @@ async fn reconcile_one(
         }
     };
     match confirm_from_query(&state.db, order, &truth).await? {
-        Finding::Confirmed(confirmation) => {
-            if matches!(confirmation, Confirmation::Paid) {
-                tracing::warn!(
-                    order_number = order.order_number,
-                    "payment found by query; its callback was lost or late"
-                );
-                report.recovered += 1;
-            }
-            react_to_confirmation(state, &order.order_number, confirmation);
-            return Ok(());
-        }
-        Finding::Anomaly(detail) => {
-            report.anomalies += 1;
-            record_anomaly(&state.db, &order.order_number, &detail).await?;
-            react(state, Happened::Anomaly { order_number: order.order_number.clone(), detail });
-            return Ok(());
-        }
         Finding::NotPaid => {}
+        finding => {
+            match &finding {
+                Finding::Confirmed(Confirmation::Paid) => {
+                    tracing::warn!(
+                        order_number = order.order_number,
+                        "payment found by query; its callback was lost or late"
+                    );
+                    report.recovered += 1;
+                }
+                Finding::Anomaly(_) => report.anomalies += 1,
+                _ => {}
+            }
+            react_to_finding(state, &order.order_number, finding).await?;
+            return Ok(());
+        }
     }
     // Not paid. Close only an expired order, only after WeChat confirms the payment cannot happen any
     // more (closeorder answers closed, already closed, or never existed); WeChat refuses within 5
@@ -158,17 +156,6 @@ async fn reconcile_one(
         }
     }
     Ok(())
-}
-
-/// Passes what recording a payment did on to the lifecycle.
-fn react_to_confirmation(state: &AppState, order_number: &str, confirmation: Confirmation) {
-    let order_number = order_number.to_string();
-    match confirmation {
-        Confirmation::Paid => react(state, Happened::Paid { order_number }),
-        Confirmation::LatePayment(refund) => react(state, Happened::LatePayment(refund)),
-        Confirmation::SecondPayment(detail) => react(state, Happened::Anomaly { order_number, detail }),
-        Confirmation::Duplicate => {}
-    }
 }
 
 async fn mark_queried(state: &AppState, order: &order::Model, now: chrono::NaiveDateTime) -> Result<(), DbErr> {

@@ -95,18 +95,28 @@ where
 #[error("the work was interrupted")]
 pub struct Interrupted;
 
-/// Passes what a payment confirmation found on: a new payment starts the top-up, a late one is refunded,
-/// a second one or an anomaly is recorded and alerted.
-pub async fn react_to_finding(state: &AppState, order_number: &str, finding: Finding) -> Result<(), sea_orm::DbErr> {
+/// Passes what recording a confirmed payment did on: a new payment starts the top-up, a late one is
+/// refunded, a second one is alerted (its detail is already on the order).
+pub fn react_to_confirmation(state: &AppState, order_number: &str, confirmation: Confirmation) {
     let order_number = order_number.to_string();
+    match confirmation {
+        Confirmation::Paid => react(state, Happened::Paid { order_number }),
+        Confirmation::LatePayment(refund) => react(state, Happened::LatePayment(refund)),
+        Confirmation::SecondPayment(detail) => react(state, Happened::Anomaly { order_number, detail }),
+        Confirmation::Duplicate => {}
+    }
+}
+
+/// Passes what a payment query found on: an anomaly (another amount, a second payment) is recorded on
+/// the order first, then everything goes through [`react_to_confirmation`] or is alerted.
+pub async fn react_to_finding(state: &AppState, order_number: &str, finding: Finding) -> Result<(), sea_orm::DbErr> {
     match finding {
-        Finding::Confirmed(Confirmation::Paid) => react(state, Happened::Paid { order_number }),
-        Finding::Confirmed(Confirmation::LatePayment(refund)) => react(state, Happened::LatePayment(refund)),
-        Finding::Confirmed(Confirmation::Duplicate) | Finding::NotPaid => {}
         Finding::Confirmed(Confirmation::SecondPayment(detail)) | Finding::Anomaly(detail) => {
-            payments::record_anomaly(&state.db, &order_number, &detail).await?;
-            react(state, Happened::Anomaly { order_number, detail });
+            payments::record_anomaly(&state.db, order_number, &detail).await?;
+            react(state, Happened::Anomaly { order_number: order_number.to_string(), detail });
         }
+        Finding::Confirmed(confirmation) => react_to_confirmation(state, order_number, confirmation),
+        Finding::NotPaid => {}
     }
     Ok(())
 }

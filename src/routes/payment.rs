@@ -12,7 +12,7 @@ use super::identity::{client_ip, from_platform, Caller};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::lifecycle::{self, Happened};
-use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome, Confirmation};
+use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome};
 use crate::services::refunds;
 use crate::wechat::PaymentParams;
 
@@ -186,16 +186,13 @@ pub async fn handle_payment_callback(
             }
             Err(other) => return Err(other),
         };
+        // The delivery's anomaly, if any, is already on the order (record_payment wrote it).
         match outcome {
-            CallbackOutcome::Confirmed(Confirmation::Paid) => lifecycle::react(&state, Happened::Paid { order_number }),
-            CallbackOutcome::Confirmed(Confirmation::LatePayment(refund)) => {
-                lifecycle::react(&state, Happened::LatePayment(refund))
+            CallbackOutcome::Confirmed(confirmation) => {
+                lifecycle::react_to_confirmation(&state, &order_number, confirmation)
             }
-            CallbackOutcome::Confirmed(Confirmation::SecondPayment(detail)) | CallbackOutcome::Anomaly(detail) => {
-                lifecycle::react(&state, Happened::Anomaly { order_number, detail })
-            }
-            CallbackOutcome::Confirmed(Confirmation::Duplicate)
-            | CallbackOutcome::Rejected(_)
+            CallbackOutcome::Anomaly(detail) => lifecycle::react(&state, Happened::Anomaly { order_number, detail }),
+            CallbackOutcome::Rejected(_)
             | CallbackOutcome::NotSuccess
             | CallbackOutcome::Contradicted
             | CallbackOutcome::UnknownOrder => {}
