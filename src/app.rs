@@ -357,11 +357,7 @@ impl tower_http::catch_panic::ResponseForPanic for PanicResponse {
         &mut self,
         panic: Box<dyn std::any::Any + Send + 'static>,
     ) -> axum::http::Response<Self::ResponseBody> {
-        let detail = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
+        let detail = telemetry::panic_message(panic.as_ref());
         tracing::error!(panic = detail, "a request handler panicked; answered 500");
         metrics::counter!("http_panics_total").increment(1);
         if let Some(alerter) = &self.alerter {

@@ -93,6 +93,15 @@ pub async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+/// What a panic said, for the log and the alert.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// Runs a background task so that a panic in it ends only that task: logged, counted
 /// (`task_panics_total{task}`), and the scheduler, the fulfiller and every other task keep going.
 pub async fn contain_panics<F>(task: &'static str, work: F)
@@ -101,11 +110,7 @@ where
 {
     use futures::FutureExt;
     if let Err(panic) = std::panic::AssertUnwindSafe(work).catch_unwind().await {
-        let detail = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
+        let detail = panic_message(panic.as_ref());
         tracing::error!(task, panic = detail, "a background task panicked; the service keeps running");
         metrics::counter!("task_panics_total", "task" => task).increment(1);
     }

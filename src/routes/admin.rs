@@ -33,13 +33,7 @@ impl FromRequestParts<AppState> for Admin {
         let Some(expected) = state.settings.admin_token.as_deref() else {
             return Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"));
         };
-        let given = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        if bears_token(&parts.headers, expected) {
             Ok(Admin)
         } else {
             Err(ApiError::Unauthorized)
@@ -49,6 +43,16 @@ impl FromRequestParts<AppState> for Admin {
 
 fn parse_day(d: &str) -> Result<NaiveDate, ApiError> {
     crate::domain::parse_day(d).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
+}
+
+/// `Authorization: Bearer <expected>`, compared in constant time.
+pub(crate) fn bears_token(headers: &axum::http::HeaderMap, expected: &str) -> bool {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -54,13 +54,7 @@ fn caller_from_headers(headers: &HeaderMap, production: bool) -> Option<Caller> 
 
 /// The request carries a caller this service trusts: the admin token, or an openid it would accept.
 pub fn has_verified_caller(headers: &HeaderMap, settings: &crate::config::Settings) -> bool {
-    let admin = settings.admin_token.as_deref().is_some_and(|expected| {
-        headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| super::admin::constant_time_eq(given.as_bytes(), expected.as_bytes()))
-    });
+    let admin = settings.admin_token.as_deref().is_some_and(|expected| super::admin::bears_token(headers, expected));
     admin || caller_from_headers(headers, settings.is_production()).is_some()
 }
 

@@ -20,12 +20,7 @@ use crate::telemetry::metrics_handle;
     ))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(expected) = state.settings.admin_token.as_deref() {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !super::admin::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        if !super::admin::bears_token(&headers, expected) {
             return Err(ApiError::Unauthorized);
         }
     }
