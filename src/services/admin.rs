@@ -79,14 +79,26 @@ pub async fn retry_order(db: &impl ConnectionTrait, order_number: &str) -> Resul
         (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
         (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
     ];
-    let guard = Condition::all().add(order::Column::FulfilAttempts.eq(order.fulfil_attempts));
-    match transition(db, &order, OrderEvent::RetryRequested, sets, guard).await? {
-        Moved::Won { .. } => {}
-        Moved::Refused(refused) => return Err(ServiceError::OrderNotRetryable(refused.from)),
-        Moved::Lost => return Err(ServiceError::OrderChanged),
-    }
+    operator_transition(db, &order, OrderEvent::RetryRequested, sets, ServiceError::OrderNotRetryable).await?;
     tracing::info!(order_number, "operator retry: order is due again");
     find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)
+}
+
+/// An operator's transition of the order as read: no claim may have been taken meanwhile (the claim's
+/// version is the guard). `refused` names the error for an order in the wrong state.
+async fn operator_transition(
+    db: &impl ConnectionTrait,
+    order: &order::Model,
+    event: OrderEvent,
+    sets: Vec<(order::Column, sea_orm::sea_query::SimpleExpr)>,
+    refused: fn(OrderStatus) -> ServiceError,
+) -> Result<(), ServiceError> {
+    let guard = Condition::all().add(order::Column::FulfilAttempts.eq(order.fulfil_attempts));
+    match transition(db, order, event, sets, guard).await? {
+        Moved::Won { .. } => Ok(()),
+        Moved::Refused(refusal) => Err(refused(refusal.from)),
+        Moved::Lost => Err(ServiceError::OrderChanged),
+    }
 }
 
 /// An operator settles an `unresolved` order as delivered (they checked with the carrier); their note
@@ -104,12 +116,7 @@ pub async fn mark_delivered(
         (order::Column::LeaseOwner, Expr::value(Option::<String>::None)),
         (order::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None)),
     ];
-    let guard = Condition::all().add(order::Column::FulfilAttempts.eq(order.fulfil_attempts));
-    match transition(db, &order, OrderEvent::MarkedDelivered, sets, guard).await? {
-        Moved::Won { .. } => {}
-        Moved::Refused(refused) => return Err(ServiceError::OrderNotSettleable(refused.from)),
-        Moved::Lost => return Err(ServiceError::OrderChanged),
-    }
+    operator_transition(db, &order, OrderEvent::MarkedDelivered, sets, ServiceError::OrderNotSettleable).await?;
     tracing::warn!(order_number, note, "operator marked an unresolved order delivered");
     find_by_number(db, order_number).await?.ok_or(ServiceError::OrderNotFound)
 }
