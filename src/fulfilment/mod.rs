@@ -173,7 +173,7 @@ impl Fulfiller {
                 Call::Submit => self.submit(&claim).await?,
             };
             let (answer, message) = answer;
-            let used = u32::try_from(claim.attempt - claim.order.budget_from).unwrap_or(u32::MAX).max(1);
+            let used = u32::try_from(claim.attempt.saturating_sub(claim.order.budget_from)).unwrap_or(u32::MAX).max(1);
             match policy::next_step(call, answer, used, self.inner.settings.max_attempts) {
                 Step::Submit => call = Call::Submit,
                 Step::Deliver => return self.deliver(&claim, message).await,
@@ -422,7 +422,8 @@ impl Fulfiller {
     /// call's timeout: handing it over now could put a second submit on the wire beside this one.
     pub async fn release_claims(&self) -> Result<u64, DbErr> {
         let calling: Vec<String> = match self.inner.calling.lock() {
-            Ok(set) => set.iter().filter(|_| !policy::may_release(true)).cloned().collect(),
+            Ok(_) if policy::may_release(true) => Vec::new(),
+            Ok(set) => set.iter().cloned().collect(),
             // A poisoned record of calls: release nothing rather than something in flight.
             Err(_) => return Ok(0),
         };
