@@ -207,8 +207,15 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
         }
     }
     let mut options = ConnectOptions::new(url.to_string());
+    // SQLite has one writer at a time. Connections of one process that wait for its lock poll it
+    // (SQLite's busy handler sleeps up to 100 ms between tries) and can starve past the busy timeout, which
+    // answered 503 to a burst of callbacks. One connection queues in the pool instead, first come first
+    // served, and a WAL read is microseconds next to the commit it waits behind. The busy timeout is then
+    // only for another process on the same file (a second replica, `wxtopup migrate`).
+    let sqlite = url.starts_with("sqlite:");
     options
-        .max_connections(10)
+        .max_connections(if sqlite { 1 } else { 10 })
+        .map_sqlx_sqlite_opts(|o| o.busy_timeout(Duration::from_secs(30)))
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
@@ -415,5 +422,30 @@ mod tests {
         assert!(!body["message"].as_str().unwrap().contains("boom"), "the panic text is not shown");
         let ok = app.oneshot(request("/ok")).await.unwrap();
         assert_eq!(ok.status(), axum::http::StatusCode::OK);
+    }
+
+    /// A writer that waits behind a slow commit of the same process is served when the lock is free,
+    /// never refused with "database is locked" (the lock holder here keeps it longer than SQLite's
+    /// default busy timeout of 5 s, standing in for commits queued on a slow disk).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_writers_of_one_process_queue_instead_of_failing_on_the_lock() {
+        use sea_orm::TransactionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("lock.db").display());
+        let db = connect(&url).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (n INTEGER)").await.unwrap();
+
+        let holder = db.begin().await.unwrap();
+        holder.execute_unprepared("INSERT INTO t VALUES (1)").await.unwrap();
+        let waiter = {
+            let db = db.clone();
+            tokio::spawn(async move { db.execute_unprepared("INSERT INTO t VALUES (2)").await })
+        };
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        holder.commit().await.unwrap();
+        waiter.await.unwrap().expect("the waiting writer is served once the lock is free");
+        let rows =
+            db.query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), "SELECT n FROM t")).await;
+        assert_eq!(rows.unwrap().len(), 2);
     }
 }

@@ -197,3 +197,22 @@ async fn a_database_failure_asks_the_platform_to_redeliver() {
     assert_ne!(body["errcode"], 0);
     assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_duplicate_callbacks_for_many_orders_is_acknowledged_every_time() {
+    let app = spawn_app().await;
+    let mut numbers = Vec::new();
+    for _ in 0..20 {
+        numbers.push(app.place_order(OPENID).await);
+    }
+    let deliveries: Vec<(String, Value)> =
+        numbers.iter().flat_map(|n| std::iter::repeat_n((n.clone(), paid_notification(n)), 20)).collect();
+    let answers = join_all(deliveries.iter().map(|(n, body)| app.deliver_callback(n, body))).await;
+    let refused: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).filter(|s| *s != 200).collect();
+    assert!(refused.is_empty(), "{} of 400 deliveries refused: {refused:?}", refused.len());
+    for number in &numbers {
+        let events = app.events(number).await;
+        assert_eq!(events.iter().filter(|e| e.outcome == "accepted").count(), 1, "{number}");
+        assert!(is_paid(&app.order(number).await.status));
+    }
+}
