@@ -12,7 +12,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::alerts::{AlertKind, Alerter};
 use crate::config::{redact_url, Settings};
@@ -268,8 +267,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     let mut app = Router::new().merge(api).merge(with_page_headers(console, CONSOLE_CSP));
     if state.settings.api_docs {
-        let docs =
-            Router::from(SwaggerUi::new("/api").external_url_unchecked("/api/openapi.json", routes::document(openapi)));
+        let docs = routes::docs::router(routes::document(openapi), &state.settings);
         app = app.merge(with_page_headers(docs, SWAGGER_CSP));
     }
     let http = &state.settings.http;

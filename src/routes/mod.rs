@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod console;
+pub mod docs;
 pub mod extract;
 pub mod health;
 pub mod identity;

@@ -32,6 +32,11 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/sandbox/orders/{orderNumber}/pay"),
 ];
 
+/// A development instance with the sandbox and an admin token: its document lists every operation.
+async fn everything_served() -> TestApp {
+    spawn_app_with(&[("PAYMENT_SANDBOX", "true")]).await
+}
+
 async fn document(app: &TestApp) -> Value {
     app.client.get(app.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap()
 }
@@ -49,7 +54,7 @@ fn documented_operations(doc: &Value) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn the_document_lists_exactly_the_operations_the_router_serves() {
-    let app = spawn_app_with(&[("PAYMENT_SANDBOX", "true")]).await;
+    let app = everything_served().await;
     let doc = document(&app).await;
     let mut expected: Vec<(String, String)> =
         OPERATIONS.iter().map(|(method, path)| (method.to_string(), path.to_string())).collect();
@@ -89,7 +94,7 @@ async fn the_document_lists_exactly_the_operations_the_router_serves() {
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_endpoint_and_error_code() {
-    let app = spawn_app().await;
+    let app = everything_served().await;
     let doc = document(&app).await;
     for (method, path, statuses) in [
         (
@@ -134,7 +139,7 @@ fn codes_named_in(description: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn error_codes_come_from_one_list_and_each_response_names_codes_of_its_status() {
-    let app = spawn_app().await;
+    let app = everything_served().await;
     let doc = document(&app).await;
     let listed: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
         .as_array()
@@ -165,7 +170,7 @@ async fn error_codes_come_from_one_list_and_each_response_names_codes_of_its_sta
 
 #[tokio::test]
 async fn every_link_leads_to_an_operation_with_the_parameters_it_fills() {
-    let app = spawn_app().await;
+    let app = everything_served().await;
     let doc = document(&app).await;
     let operations: Vec<&Value> =
         doc["paths"].as_object().unwrap().values().flat_map(|item| item.as_object().unwrap().values()).collect();
@@ -199,7 +204,7 @@ fn property<'a>(doc: &'a Value, schema: &str, name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn parameters_carry_the_bounds_and_formats_the_code_enforces() {
-    let app = spawn_app().await;
+    let app = everything_served().await;
     let doc = document(&app).await;
     for path in ["/orders", "/admin/orders", "/admin/alerts"] {
         let page = parameter(&doc, "get", path, "page");
@@ -236,8 +241,49 @@ async fn parameters_carry_the_bounds_and_formats_the_code_enforces() {
 
 #[tokio::test]
 async fn swagger_ui_is_served_at_api() {
-    let app = spawn_app().await;
+    let app = everything_served().await;
     let response = app.client.get(app.url("/api/")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.text().await.unwrap().contains("swagger"));
+}
+
+fn paths(doc: &Value) -> Vec<String> {
+    documented_operations(doc).into_iter().map(|(_, path)| path).collect()
+}
+
+fn lists_admin(doc: &Value) -> bool {
+    let admin_path = paths(doc).iter().any(|p| p.starts_with("/admin/") || p.starts_with("/jobs/"));
+    let admin_tag = doc["tags"].as_array().unwrap().iter().any(|t| t["name"] == "admin");
+    let admin_schema = doc["components"]["schemas"].as_object().unwrap().contains_key("AdminOrderResponse");
+    assert_eq!(admin_path, admin_tag, "the admin tag goes with its operations");
+    assert_eq!(admin_path, admin_schema, "schemas only admin operations use go with them");
+    admin_path
+}
+
+#[tokio::test]
+async fn in_production_the_document_lists_admin_operations_only_for_the_admin_token() {
+    let app = spawn_app_with(&[("APP_ENV", "production")]).await;
+    let anyone = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
+    assert_eq!(anyone.status(), StatusCode::OK);
+    assert_eq!(anyone.headers().get("vary").unwrap(), "authorization");
+    let public: Value = anyone.json().await.unwrap();
+    assert!(!lists_admin(&public), "{:?}", paths(&public));
+    assert!(paths(&public).contains(&"/orders".to_string()));
+    assert!(!paths(&public).iter().any(|p| p.starts_with("/sandbox/")), "no sandbox here");
+
+    let wrong = app.client.get(app.url("/api/openapi.json")).bearer_auth("not-the-token").send().await.unwrap();
+    assert!(!lists_admin(&wrong.json().await.unwrap()));
+
+    let operator = app.client.get(app.url("/api/openapi.json")).bearer_auth(crate::helpers::ADMIN_TOKEN);
+    let full: Value = operator.send().await.unwrap().json().await.unwrap();
+    assert!(lists_admin(&full));
+    assert!(paths(&full).contains(&"/admin/orders/{orderNumber}/refund".to_string()));
+}
+
+#[tokio::test]
+async fn without_an_admin_token_the_document_has_no_admin_surface_even_in_development() {
+    let app = spawn_app_with(&[("ADMIN_TOKEN", "")]).await;
+    assert!(!lists_admin(&document(&app).await));
+    let with_token = spawn_app().await;
+    assert!(lists_admin(&document(&with_token).await), "development shows everything it serves");
 }
