@@ -63,7 +63,7 @@ impl Application {
     /// Connects, migrates, and binds the port (0 = any free port).
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let db = connect(&settings.database_url).await?;
-        Migrator::up(&db, None).await.map_err(StartError::Migration)?;
+        prepare(&db, &settings).await?;
         telemetry::metrics_handle();
         let wechat = WechatPay::from_settings(&settings.wechat)?;
         let provider = provider_from_settings(&settings.topup)?;
@@ -191,8 +191,21 @@ async fn serve(
 /// Applies the migrations and returns (`wxtopup migrate`).
 pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
     let db = connect(&settings.database_url).await?;
-    Migrator::up(&db, None).await.map_err(StartError::Migration)?;
+    prepare(&db, settings).await?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Migrates; in production, the catalog then starts empty (the demo products the migrations seed
+/// are removed while nobody has changed or ordered them).
+async fn prepare(db: &DatabaseConnection, settings: &Settings) -> Result<(), StartError> {
+    Migrator::up(db, None).await.map_err(StartError::Migration)?;
+    if settings.is_production() {
+        crate::services::catalog::remove_untouched_demo(db).await.map_err(|e| match e {
+            crate::services::ServiceError::Database(e) => StartError::Migration(e),
+            other => StartError::Migration(DbErr::Custom(other.to_string())),
+        })?;
+    }
     Ok(())
 }
 
@@ -255,6 +268,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::admin::get_stats))
         .routes(routes!(routes::admin::run_compensation))
         .routes(routes!(routes::admin::run_reconciliation))
+        .routes(routes!(routes::catalog::list_products, routes::catalog::create_product))
+        .routes(routes!(routes::catalog::update_product))
+        .routes(routes!(routes::catalog::reorder_products))
+        .routes(routes!(routes::catalog::product_changes))
         .routes(routes!(routes::sandbox::pay_sandbox_order))
         .split_for_parts();
     let api = api.with_state(state.clone());

@@ -59,7 +59,7 @@ error_codes! {
     NotFound => NOT_FOUND, "NOT_FOUND",
         "no such endpoint (also the admin endpoints without ADMIN_TOKEN, and the sandbox when it is off)";
     OrderNotFound => NOT_FOUND, "ORDER_NOT_FOUND", "no such order, or another user's";
-    ProductNotFound => NOT_FOUND, "PRODUCT_NOT_FOUND", "no such product on sale";
+    ProductNotFound => NOT_FOUND, "PRODUCT_NOT_FOUND", "no such product";
     RefundNotFound => NOT_FOUND, "REFUND_NOT_FOUND", "no refund with that number";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "the path exists, but not with this method";
     OrderNotPayable => CONFLICT, "ORDER_NOT_PAYABLE", "the order is not unpaid (paid, closed, or expired)";
@@ -72,6 +72,8 @@ error_codes! {
     RefundNeedsProof => CONFLICT, "REFUND_NEEDS_PROOF",
         "an unresolved order is refunded only on the carrier's proof of non-delivery, or with force";
     RefundNotRetryable => CONFLICT, "REFUND_NOT_RETRYABLE", "only failed refunds can be retried";
+    ProductUnavailable => CONFLICT, "PRODUCT_UNAVAILABLE", "the product is not on sale (disabled by an operator)";
+    ProductCodeTaken => CONFLICT, "PRODUCT_CODE_TAKEN", "another product already has this code";
     OrderChanged => CONFLICT, "ORDER_CHANGED", "the order changed while the request was handled; try again";
     NoPrepay => CONFLICT, "NO_PREPAY", "sandbox: the order has no prepay yet; call /payment/create first";
     RequestTimeout => REQUEST_TIMEOUT, "REQUEST_TIMEOUT",
@@ -207,7 +209,10 @@ impl From<ServiceError> for ApiError {
         use ErrorCode as C;
         let (code, message) = match error {
             ServiceError::OrderNotFound => (C::OrderNotFound, "order not found".to_string()),
-            ServiceError::ProductNotFound => (C::ProductNotFound, "product not found or not on sale".into()),
+            ServiceError::ProductNotFound => (C::ProductNotFound, "product not found".into()),
+            ServiceError::ProductUnavailable => (C::ProductUnavailable, "this product is not on sale".into()),
+            ServiceError::ProductCodeTaken => (C::ProductCodeTaken, "another product already has this code".into()),
+            ServiceError::InvalidProduct(e) => (C::InvalidRequest, e.to_string()),
             ServiceError::OrderNotPayable(status) => {
                 (C::OrderNotPayable, format!("order is {status}; only unpaid orders can be paid"))
             }

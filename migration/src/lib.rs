@@ -8,6 +8,7 @@ mod m20261123_000002_add_fulfilment;
 mod m20261123_000003_add_refunds_and_reconciliation;
 mod m20261123_000004_create_alerts;
 mod m20261201_000005_add_attempt_budget_and_refund_retry;
+mod m20261202_000006_manage_the_catalog;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_add_refunds_and_reconciliation::Migration),
             Box::new(m20261123_000004_create_alerts::Migration),
             Box::new(m20261201_000005_add_attempt_budget_and_refund_retry::Migration),
+            Box::new(m20261202_000006_manage_the_catalog::Migration),
         ]
     }
 }

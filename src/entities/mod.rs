@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table. Timestamps are naive UTC instants.
 
 pub mod alert;
+pub mod catalog_change;
 pub mod fulfilment_attempt;
 pub mod order;
 pub mod payment_event;

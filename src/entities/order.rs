@@ -53,6 +53,10 @@ pub struct Model {
     pub budget_from: i32,
     /// When the attempt budget ran out without proof either way (`unresolved`).
     pub unresolved_at: Option<DateTime>,
+    /// Snapshot of the product's country and carrier reference (none on orders placed before the
+    /// catalog had them: the carrier reference was the product code then).
+    pub country: Option<String>,
+    pub carrier_reference: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,5 +1,6 @@
 //! A generic JSON carrier API:
-//! `POST {url}/topups {"reference","phoneNumber","amount","currency","productCode"}` and
+//! `POST {url}/topups {"reference","phoneNumber","amount","currency","productCode"}` (`productCode` is
+//! the product's carrier reference in the catalog) and
 //! `GET {url}/topups/{reference}`, both answering `{"status":"success"|"pending"|"failed",
 //! "providerReference","message"}`. Bearer token auth. This file is the only place that format lives.
 
@@ -93,7 +94,8 @@ impl TopUpProvider for HttpProvider {
             phone_number: &request.phone_number,
             amount: request.amount.normalize().to_string(),
             currency: &request.currency,
-            product_code: &request.product_code,
+            // What the carrier calls the product: the catalog's carrier reference.
+            product_code: &request.carrier_reference,
         };
         let (status, bytes) = self.send(self.http.post(format!("{}/topups", self.base)).json(&body)).await?;
         match status {

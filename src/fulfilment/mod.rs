@@ -242,6 +242,9 @@ impl Fulfiller {
             amount: order.face_value,
             currency: order.face_currency.clone(),
             product_code: order.product_code.clone(),
+            // Orders placed before the catalog kept these were sold by product code.
+            carrier_reference: order.carrier_reference.clone().unwrap_or_else(|| order.product_code.clone()),
+            country: order.country.clone().unwrap_or_default(),
         };
         let started = Instant::now();
         let answer = {

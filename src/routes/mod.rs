@@ -1,6 +1,7 @@
 //! HTTP edges: extract, convert to domain types, call one service function, answer a DTO.
 
 pub mod admin;
+pub mod catalog;
 pub mod console;
 pub mod docs;
 pub mod extract;

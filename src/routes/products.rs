@@ -27,6 +27,9 @@ pub struct ProductResponse {
     pub face_currency: String,
     #[schema(example = "Unitel")]
     pub carrier: String,
+    /// ISO 3166-1 alpha-2, of the phone numbers it tops up (empty when the operator has not said).
+    #[schema(example = "MN")]
+    pub country: String,
 }
 
 impl From<product::Model> for ProductResponse {
@@ -39,6 +42,7 @@ impl From<product::Model> for ProductResponse {
             face_value: p.face_value.normalize().to_string(),
             face_currency: p.face_currency,
             carrier: p.carrier,
+            country: p.country,
         }
     }
 }

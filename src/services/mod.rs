@@ -2,6 +2,7 @@
 //! knows about HTTP or the scheduler.
 
 pub mod admin;
+pub mod catalog;
 pub mod deliveries;
 pub mod orders;
 pub mod payments;
@@ -18,6 +19,13 @@ pub enum ServiceError {
     OrderNotFound,
     #[error("product not found")]
     ProductNotFound,
+    /// The product exists but is not on sale.
+    #[error("product is not on sale")]
+    ProductUnavailable,
+    #[error("another product has this code")]
+    ProductCodeTaken,
+    #[error(transparent)]
+    InvalidProduct(#[from] catalog::InvalidProduct),
     #[error("order is {0}")]
     OrderNotPayable(OrderStatus),
     #[error("order is {0}")]

@@ -29,11 +29,10 @@ pub async fn place_order(
     product_id: i32,
     phone: &PhoneNumber,
 ) -> Result<order::Model, ServiceError> {
-    let product = product::Entity::find_by_id(product_id)
-        .filter(product::Column::Active.eq(true))
-        .one(db)
-        .await?
-        .ok_or(ServiceError::ProductNotFound)?;
+    let product = product::Entity::find_by_id(product_id).one(db).await?.ok_or(ServiceError::ProductNotFound)?;
+    if !product.active {
+        return Err(ServiceError::ProductUnavailable);
+    }
     let amount = Money::from_stored(product.price);
     let mut attempt = 0;
     loop {
@@ -72,6 +71,8 @@ pub async fn place_order(
             closed_at: Set(None),
             budget_from: Set(0),
             unresolved_at: Set(None),
+            country: Set(Some(product.country.clone())),
+            carrier_reference: Set(Some(product.carrier_reference.clone())),
             ..Default::default()
         };
         match order.insert(db).await {

@@ -32,6 +32,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub production: bool,
     pub database_url: String,
+    /// A product on sale at 12.00 yuan: the demo product 1, or in production (whose catalog starts
+    /// empty) one created through the admin API.
+    pub product_id: i32,
     stop: Option<oneshot::Sender<()>>,
     running: Option<JoinHandle<std::io::Result<()>>>,
     _sqlite_dir: Option<std::sync::Arc<tempfile::TempDir>>,
@@ -106,7 +109,7 @@ async fn spawn_on(
     let running = tokio::spawn(application.run_until(async move {
         let _ = stopped.await;
     }));
-    TestApp {
+    let mut app = TestApp {
         address,
         db: state.db.clone(),
         state,
@@ -115,10 +118,15 @@ async fn spawn_on(
         client: reqwest::Client::new(),
         production,
         database_url,
+        product_id: 1,
         stop: Some(stop),
         running: Some(running),
         _sqlite_dir: sqlite_dir,
+    };
+    if production && app.state.settings.admin_token.is_some() {
+        app.product_id = app.create_product(&json!({})).await;
     }
+    app
 }
 
 /// A new, empty database: a temp SQLite file, or a new database on the server in `TEST_DATABASE_URL`.
@@ -147,7 +155,12 @@ async fn fresh_database() -> (String, Option<tempfile::TempDir>) {
 impl TestApp {
     /// Another instance of the service on the same database and the same carrier: a replica.
     pub async fn spawn_replica(&self) -> TestApp {
-        spawn_on(self.database_url.clone(), self._sqlite_dir.clone(), Some(self.carrier.uri()), &[]).await
+        self.spawn_replica_with(&[]).await
+    }
+
+    /// As [`TestApp::spawn_replica`], with settings overridden.
+    pub async fn spawn_replica_with(&self, overrides: &[(&str, &str)]) -> TestApp {
+        spawn_on(self.database_url.clone(), self._sqlite_dir.clone(), Some(self.carrier.uri()), overrides).await
     }
 
     /// Sends the shutdown signal and waits for graceful shutdown to finish.
@@ -181,9 +194,27 @@ impl TestApp {
         self.as_user(self.client.post(self.url(path)), openid).json(body).send().await.expect("request sent")
     }
 
-    /// Places an order for product 1 (12.00 yuan) as `openid` and returns its number.
+    /// Creates a product through the admin API: a Unitel 5,000 MNT top-up at 12.00 yuan, with the
+    /// fields in `changes` put over it. Returns its id.
+    pub async fn create_product(&self, changes: &Value) -> i32 {
+        let mut body = json!({
+            "code": format!("UNITEL-5000-{}", rand_suffix()), "name": "Unitel 5,000 MNT", "price": "12.00",
+            "faceValue": "5000", "faceCurrency": "MNT", "country": "MN", "carrier": "Unitel",
+            "carrierReference": "UNITEL-5000",
+        });
+        for (key, value) in changes.as_object().expect("an object") {
+            body[key] = value.clone();
+        }
+        let response = self.admin_post_json("/admin/products", &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let created: Value = response.json().await.unwrap();
+        i32::try_from(created["id"].as_i64().unwrap()).unwrap()
+    }
+
+    /// Places an order for [`TestApp::product_id`] (12.00 yuan) as `openid` and returns its number.
     pub async fn place_order(&self, openid: &str) -> String {
-        let response = self.post_as("/orders", openid, &json!({"productId": 1, "phoneNumber": "+97688112233"})).await;
+        let body = json!({"productId": self.product_id, "phoneNumber": "+97688112233"});
+        let response = self.post_as("/orders", openid, &body).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.unwrap();
         body["orderNumber"].as_str().unwrap().to_string()
@@ -448,4 +479,10 @@ pub async fn alert_kinds(app: &TestApp, order_number: &str) -> Vec<String> {
         .into_iter()
         .map(|a| a.kind)
         .collect()
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }

@@ -11,7 +11,7 @@ async fn requests_without_identity_are_401() {
     let response = app
         .client
         .post(app.url("/orders"))
-        .json(&json!({"productId": 1, "phoneNumber": "12345678"}))
+        .json(&json!({"productId": app.product_id, "phoneNumber": "12345678"}))
         .send()
         .await
         .unwrap();
@@ -34,7 +34,7 @@ async fn production_ignores_openid_headers_without_x_wx_source() {
             .client
             .post(app.url("/orders"))
             .header(header, OPENID)
-            .json(&json!({"productId": 1, "phoneNumber": "12345678"}))
+            .json(&json!({"productId": app.product_id, "phoneNumber": "12345678"}))
             .send()
             .await
             .unwrap();
@@ -60,7 +60,7 @@ async fn production_trusts_the_openid_that_came_through_wechat() {
         .post(app.url("/orders"))
         .header("X-WX-OPENID", OPENID)
         .header("X-WX-SOURCE", "wx_client")
-        .json(&json!({"productId": 1, "phoneNumber": "12345678"}))
+        .json(&json!({"productId": app.product_id, "phoneNumber": "12345678"}))
         .send()
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod catalog;
 mod compensation;
 mod fulfilment;
 mod hardening;

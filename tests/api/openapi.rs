@@ -27,6 +27,11 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/admin/reconciliation"),
     ("get", "/admin/alerts"),
     ("get", "/admin/stats"),
+    ("get", "/admin/products"),
+    ("post", "/admin/products"),
+    ("patch", "/admin/products/{id}"),
+    ("post", "/admin/products/reorder"),
+    ("get", "/admin/products/{id}/changes"),
     ("post", "/jobs/compensate"),
     ("post", "/jobs/reconcile"),
     ("post", "/sandbox/orders/{orderNumber}/pay"),
@@ -76,9 +81,12 @@ async fn the_document_lists_exactly_the_operations_the_router_serves() {
     // Each documented operation is routed: without credentials or a body it is refused by its handler,
     // never answered by the router's fallback.
     for (method, path) in OPERATIONS {
-        let url = app.url(&path.replace("{orderNumber}", "ORD1763900000000Ab3x").replace("{outRefundNo}", "R1"));
+        let url = app.url(
+            &path.replace("{orderNumber}", "ORD1763900000000Ab3x").replace("{outRefundNo}", "R1").replace("{id}", "1"),
+        );
         let request = match *method {
             "get" => app.client.get(url),
+            "patch" => app.client.patch(url),
             _ => app.client.post(url),
         };
         let response = request.send().await.unwrap();
