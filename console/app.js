@@ -1,5 +1,5 @@
 // wxtopup console: a buyer view (place, pay in the sandbox, follow an order) and an operator view
-// (reconciliation, statistics, alerts, orders, history, retry, mark delivered, refund, refund retry).
+// (reconciliation, statistics, alerts, catalog, orders, history, retry, mark delivered, refund, refund retry).
 // Plain DOM, no dependencies.
 (function () {
   'use strict';
@@ -172,6 +172,7 @@
     admin: { page: 1, pageSize: 50, total: 0, selected: null, detailTimer: null, loaded: false },
     stats: { range: null }, // null: the server's default range (the last 7 days)
     alerts: { page: 1, pageSize: 20 },
+    catalog: { products: [], changesFor: null },
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -642,6 +643,7 @@
     loadReconciliation();
     loadStats();
     loadAlerts();
+    loadCatalog();
     loadAdminOrders();
     if (state.admin.selected) loadDetail(state.admin.selected);
   }
@@ -1455,6 +1457,167 @@
     });
   }
 
+
+  // ---------------------------------------------------------------------------------------------
+  // Operator: catalog
+
+  /** The product fields an operator edits, in form order: [field, label, input type, hint]. */
+  const PRODUCT_FIELDS = [
+    ['name', 'Name', 'text', 'Shown to buyers'],
+    ['price', 'Price (yuan)', 'text', 'e.g. 12.00'],
+    ['faceValue', 'Face value', 'text', 'What the phone receives'],
+    ['faceCurrency', 'Currency', 'text', 'ISO 4217, e.g. MNT'],
+    ['country', 'Country', 'text', 'ISO 3166-1, e.g. MN'],
+    ['carrier', 'Carrier', 'text', 'Shown to buyers'],
+    ['carrierReference', 'Carrier reference', 'text', 'What the carrier calls it (an operator id, a SKU)'],
+    ['sortOrder', 'Position', 'number', 'Lower comes first'],
+    ['description', 'Description', 'text', ''],
+  ];
+
+  async function loadCatalog() {
+    const list = $('catalog-list');
+    try {
+      state.catalog.products = await api('/admin/products', { as: 'admin' });
+    } catch (e) {
+      clear(list).append(h('p', { class: 'muted', text: 'The catalog could not be loaded: ' + e.message }));
+      return;
+    }
+    renderCatalog();
+  }
+
+  function renderCatalog() {
+    const products = state.catalog.products;
+    const selling = products.filter((p) => p.enabled).length;
+    const count = $('catalog-count');
+    count.textContent = products.length ? selling + ' of ' + products.length + ' on sale' : 'empty';
+    count.className = 'pill ' + (selling ? 'ok' : 'bad');
+    const list = clear($('catalog-list'));
+    if (!products.length) {
+      list.append(h('p', { class: 'empty', 'data-testid': 'catalog-empty',
+        text: 'No products yet: buyers see nothing to order. (Production starts with an empty catalog.) Add the first one below.' }));
+    }
+    products.forEach((p, index) => {
+      list.append(h('div', {
+        class: 'catalog-row' + (p.enabled ? '' : ' disabled'),
+        'data-testid': 'catalog-row',
+        'data-product-id': p.id,
+        'data-code': p.code,
+      },
+      h('div', {},
+        h('div', { class: 'catalog-name', text: p.name }),
+        h('div', { class: 'catalog-meta mono', text: p.code + ' · ' + p.carrier + ' · ' + (p.country || '—') + ' · ref ' + p.carrierReference })),
+      h('div', {},
+        h('div', { 'data-testid': 'catalog-price', text: yuan(p.price) }),
+        h('div', { class: 'catalog-meta', text: p.faceValue + ' ' + p.faceCurrency })),
+      h('div', {}, h('span', { class: 'tag ' + (p.enabled ? 'good' : ''), 'data-testid': 'catalog-enabled',
+        text: p.enabled ? 'on sale' : 'not on sale' })),
+      h('div', { class: 'buttons' },
+        h('button', { type: 'button', class: 'secondary small', text: '↑', 'aria-label': 'Move ' + p.name + ' up',
+          disabled: index === 0, onclick: (ev) => moveProduct(index, -1, ev.currentTarget) }),
+        h('button', { type: 'button', class: 'secondary small', text: '↓', 'aria-label': 'Move ' + p.name + ' down',
+          disabled: index === products.length - 1, onclick: (ev) => moveProduct(index, 1, ev.currentTarget) }),
+        h('button', { type: 'button', class: 'secondary small', 'data-testid': 'catalog-toggle',
+          text: p.enabled ? 'Stop selling' : 'Sell', onclick: (ev) => saveProduct(p, { enabled: !p.enabled }, ev.currentTarget) }),
+        h('button', { type: 'button', class: 'secondary small', 'data-testid': 'catalog-edit', text: 'Edit',
+          onclick: () => editProduct(p) }),
+        h('button', { type: 'button', class: 'link-button', 'data-testid': 'catalog-history', text: 'Changes',
+          onclick: () => showChanges(p) }))));
+    });
+  }
+
+  /** The form for a new product (`product` null) or for editing one. */
+  function editProduct(product) {
+    const editor = clear($('catalog-editor'));
+    const form = h('form', { class: 'catalog-form', 'data-testid': 'catalog-form', novalidate: true });
+    const fields = product ? PRODUCT_FIELDS : [['code', 'Code', 'text', 'Unique, e.g. UNITEL-5000'], ...PRODUCT_FIELDS];
+    for (const [name, label, type, hint] of fields) {
+      const value = product ? product[name] : '';
+      form.append(h('label', { class: 'field' + (name === 'description' ? ' wide' : '') },
+        h('span', { text: label }),
+        h('input', { name, type, value: value === undefined || value === null ? '' : value,
+          'data-testid': 'catalog-field-' + name, autocomplete: 'off', spellcheck: 'false', placeholder: hint })));
+    }
+    const save = h('button', { type: 'submit', class: 'primary small', 'data-testid': 'catalog-save',
+      text: product ? 'Save changes' : 'Add product' });
+    form.append(h('div', { class: 'form-buttons' }, save,
+      h('button', { type: 'button', class: 'secondary small', text: 'Cancel',
+        onclick: () => { editor.hidden = true; clear(editor); } })));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const body = {};
+      for (const [name] of fields) {
+        const raw = form.elements[name].value.trim();
+        const value = name === 'sortOrder' ? (raw === '' ? undefined : Number(raw)) : raw;
+        if (value === undefined) continue;
+        if (!product && name === 'description' && value === '') continue;
+        if (!product && name === 'sortOrder' && raw === '') continue;
+        if (product && String(product[name] ?? '') === raw) continue;
+        body[name] = value;
+      }
+      saveProduct(product, body, save);
+    });
+    editor.append(h('h3', { text: product ? 'Edit ' + product.name : 'New product' }), form);
+    editor.hidden = false;
+    reveal(editor);
+  }
+
+  /** Creates (`product` null) or changes a product, then shows the catalog and the buyer's list anew. */
+  async function saveProduct(product, body, button) {
+    await busy(button, async () => {
+      if (product && !Object.keys(body).length) {
+        notify('Nothing changed.', 'ok');
+        return;
+      }
+      const saved = product
+        ? await api('/admin/products/' + product.id, { method: 'PATCH', as: 'admin', body })
+        : await api('/admin/products', { method: 'POST', as: 'admin', body });
+      notify((product ? 'Saved ' : 'Added ') + saved.name + '.', 'ok');
+      $('catalog-editor').hidden = true;
+      clear($('catalog-editor'));
+      await loadCatalog();
+      if (state.catalog.changesFor === saved.id) showChanges(saved);
+      loadProducts();
+    });
+  }
+
+  async function moveProduct(index, step, button) {
+    const ids = state.catalog.products.map((p) => p.id);
+    const other = index + step;
+    if (other < 0 || other >= ids.length) return;
+    [ids[index], ids[other]] = [ids[other], ids[index]];
+    await busy(button, async () => {
+      state.catalog.products = await api('/admin/products/reorder', { method: 'POST', as: 'admin', body: { ids } });
+      renderCatalog();
+      loadProducts();
+    });
+  }
+
+  /** What a change changed, field by field. */
+  function changeSummary(change) {
+    if (change.action === 'created') return 'created at ' + yuan(change.after.price);
+    if (change.action === 'demo_removed') return 'demo product removed (production starts empty)';
+    const before = change.before || {};
+    const after = change.after || {};
+    const changed = Object.keys(after).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+    return changed.map((k) => k + ' ' + JSON.stringify(before[k]) + ' → ' + JSON.stringify(after[k])).join('; ') || change.action;
+  }
+
+  async function showChanges(product) {
+    const box = $('catalog-changes');
+    state.catalog.changesFor = product.id;
+    let changes;
+    try {
+      changes = await api('/admin/products/' + product.id + '/changes', { as: 'admin' });
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    clear(box).append(h('h3', { text: 'Changes to ' + product.name }),
+      h('ul', {}, changes.map((c) => h('li', { 'data-testid': 'catalog-change', 'data-action': c.action },
+        timeEl(c.changedAt), ' ', h('span', { class: 'tag', text: c.actor }), ' ', changeSummary(c)))));
+    box.hidden = false;
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Start
 
@@ -1512,6 +1675,7 @@
     $('job-compensate').addEventListener('click', (ev) => runJob('compensate', ev.currentTarget));
     $('job-reconcile').addEventListener('click', (ev) => runJob('reconcile', ev.currentTarget));
     $('job-report-close').addEventListener('click', () => { $('job-report').hidden = true; });
+    $('catalog-add').addEventListener('click', () => editProduct(null));
   }
 
   async function boot() {

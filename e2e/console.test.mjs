@@ -359,3 +359,51 @@ test('operator: an unresolved top-up is shown as such and settled as delivered',
   await screenshot(page, 'operator-unresolved-settled.png');
   await done();
 });
+
+test('operator: a product is added, repriced and taken off sale, and the buyer sees each at once', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, done } = await openPage(DESKTOP);
+  const code = `E2E-${Date.now()}`;
+  await gotoConsole(page, 'operator');
+  await page.getByTestId('catalog-row').first().waitFor();
+
+  await page.getByTestId('catalog-add').click();
+  const form = page.getByTestId('catalog-form');
+  const values = { code, name: 'E2E 7,000 MNT', price: '15.00', faceValue: '7000', faceCurrency: 'MNT', country: 'MN',
+    carrier: 'Unitel', carrierReference: 'UNITEL-7000' };
+  for (const [field, value] of Object.entries(values)) {
+    await form.getByTestId(`catalog-field-${field}`).fill(value);
+  }
+  await form.getByTestId('catalog-save').click();
+  const row = page.locator(`[data-testid="catalog-row"][data-code="${code}"]`);
+  await row.waitFor();
+  const productId = await row.getAttribute('data-product-id');
+
+  await row.getByTestId('catalog-edit').click();
+  await page.getByTestId('catalog-form').getByTestId('catalog-field-price').fill('16.50');
+  await page.getByTestId('catalog-form').getByTestId('catalog-save').click();
+  await row.getByTestId('catalog-price').filter({ hasText: '¥16.50' }).waitFor();
+  await row.getByTestId('catalog-history').click();
+  await page.locator('[data-testid="catalog-change"][data-action="updated"]').filter({ hasText: '16.50' }).waitFor();
+  assert.equal(await page.locator('[data-testid="catalog-change"][data-action="created"]').count(), 1);
+  await screenshot(page, 'operator-catalog.png');
+
+  // The buyer orders it at the new price.
+  await page.getByTestId('tab-buyer').click();
+  const card = page.locator(`[data-testid="product-card"][data-product-id="${productId}"]`);
+  await card.filter({ hasText: '¥16.50' }).waitFor();
+  await card.click();
+  await page.getByTestId('phone').fill(phoneEndingIn('44'));
+  await page.getByTestId('place-order').click();
+  await page.getByTestId('order-status').filter({ hasText: /^unpaid$/ }).waitFor();
+  await page.getByTestId('current-order').filter({ hasText: '¥16.50' }).waitFor();
+
+  // Taken off sale: gone from the buyer's list.
+  await page.getByTestId('tab-operator').click();
+  await row.getByTestId('catalog-toggle').click();
+  await row.getByTestId('catalog-enabled').filter({ hasText: 'not on sale' }).waitFor();
+  await page.getByTestId('tab-buyer').click();
+  await page.getByTestId('product-card').first().waitFor();
+  await page.waitForFunction(
+    (id) => !document.querySelector(`[data-testid="product-card"][data-product-id="${id}"]`), productId);
+  await done();
+});
