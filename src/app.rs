@@ -24,7 +24,7 @@ use crate::telemetry;
 use crate::wechat::WechatPay;
 
 /// The platform refuses request bodies over 100 KiB; so does the service.
-const MAX_BODY_BYTES: usize = 100 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 100 * 1024;
 
 /// What every handler can reach: plain data. What happens after a change is `crate::lifecycle`'s.
 #[derive(Clone)]
@@ -293,6 +293,7 @@ pub fn router(state: AppState) -> Router {
         // Innermost first. A panic is answered inside the deadline and the logging layer, so it is
         // logged with its request id like any other 500.
         .layer(CatchPanicLayer::custom(PanicResponse { alerter: Some(state_alerter) }))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::idempotency::layer))
         .layer(axum::middleware::from_fn_with_state(http.request_timeout, deadline))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(http.body_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

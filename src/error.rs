@@ -74,12 +74,16 @@ error_codes! {
     RefundNotRetryable => CONFLICT, "REFUND_NOT_RETRYABLE", "only failed refunds can be retried";
     ProductUnavailable => CONFLICT, "PRODUCT_UNAVAILABLE", "the product is not on sale (disabled by an operator)";
     ProductCodeTaken => CONFLICT, "PRODUCT_CODE_TAKEN", "another product already has this code";
+    IdempotencyKeyInUse => CONFLICT, "IDEMPOTENCY_KEY_IN_USE",
+        "a request with this Idempotency-Key is still being handled; retry shortly";
     OrderChanged => CONFLICT, "ORDER_CHANGED", "the order changed while the request was handled; try again";
     NoPrepay => CONFLICT, "NO_PREPAY", "sandbox: the order has no prepay yet; call /payment/create first";
     RequestTimeout => REQUEST_TIMEOUT, "REQUEST_TIMEOUT",
         "the request's headers, body or whole handling took longer than allowed";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the body is larger than 100 KiB";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "the body is not sent as application/json";
+    IdempotencyKeyReused => UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED",
+        "this Idempotency-Key was used with another request body";
     InvalidBody => UNPROCESSABLE_ENTITY, "INVALID_BODY", "well-formed JSON of the wrong shape: a field missing or mistyped";
     RateLimited => TOO_MANY_REQUESTS, "RATE_LIMITED",
         "too many requests from this caller or address, or confirmations for this order; see Retry-After";

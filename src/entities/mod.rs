@@ -3,6 +3,7 @@
 pub mod alert;
 pub mod catalog_change;
 pub mod fulfilment_attempt;
+pub mod idempotency_key;
 pub mod order;
 pub mod payment_event;
 pub mod product;

@@ -71,6 +71,10 @@ pub async fn run_once(state: &AppState) -> Result<SweepReport, DbErr> {
             }
         }
     }
+    // Housekeeping: idempotency keys are kept for 24 hours.
+    if let Err(error) = crate::routes::idempotency::forget_expired(&state.db).await {
+        tracing::warn!(%error, "sweep: expired idempotency keys could not be forgotten");
+    }
     report.duration_ms = started.elapsed().as_millis() as u64;
     metrics::counter!("job_runs_total", "job" => "compensate").increment(1);
     metrics::histogram!("job_duration_seconds", "job" => "compensate").record(started.elapsed().as_secs_f64());

@@ -34,7 +34,7 @@ pub fn from_platform(headers: &HeaderMap) -> bool {
     headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty())
 }
 
-fn caller_from_headers(headers: &HeaderMap, production: bool) -> Option<Caller> {
+pub(crate) fn caller_from_headers(headers: &HeaderMap, production: bool) -> Option<Caller> {
     let candidates = if production {
         if !from_platform(headers) {
             return None;

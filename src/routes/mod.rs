@@ -6,6 +6,7 @@ pub mod console;
 pub mod docs;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod identity;
 pub mod metrics;
 pub mod orders;
@@ -70,7 +71,51 @@ pub fn document(openapi: utoipa::openapi::OpenApi) -> serde_json::Value {
         }
     }
     add_limits(&mut doc);
+    add_idempotency(&mut doc);
     doc
+}
+
+/// The operations that take an `Idempotency-Key` (see [`idempotency`]): the header, and the answers
+/// it adds to each.
+const IDEMPOTENT_OPERATIONS: [&str; 3] = ["create_order", "create_payment", "refund_order"];
+
+fn add_idempotency(doc: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    let header = json!({
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "description": "Makes a repeat of this request (a double tap, a retry after a lost answer) get the first \
+            answer instead of acting again: the same key from the same caller with the same body, for 24 hours; \
+            a replay carries `Idempotent-Replayed: true`. Answers that ask to try again (401, 408, 429, 5xx) are \
+            not kept.",
+        "schema": {"type": "string", "pattern": "^[!-~]{1,255}$", "minLength": 1, "maxLength": 255},
+    });
+    let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+    let additions = [
+        ("400", "`INVALID_REQUEST`: the Idempotency-Key is not 1 to 255 visible ASCII characters"),
+        ("409", "`IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still being handled"),
+        ("422", "`IDEMPOTENCY_KEY_REUSED`: this key came with another body"),
+    ];
+    let operations = doc.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
+    let idempotent = operations
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter(|operation| operation["operationId"].as_str().is_some_and(|id| IDEMPOTENT_OPERATIONS.contains(&id)));
+    for operation in idempotent {
+        if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
+            parameters.push(header.clone());
+        } else if let Some(operation) = operation.as_object_mut() {
+            operation.insert("parameters".into(), json!([header.clone()]));
+        }
+        let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+        for (status, text) in additions {
+            let response = responses
+                .entry(status)
+                .or_insert_with(|| json!({"description": "", "content": {"application/json": {"schema": error}}}));
+            let description = response["description"].as_str().unwrap_or_default();
+            let joined = if description.is_empty() { text.to_string() } else { format!("{description}; {text}") };
+            response["description"] = Value::String(joined);
+        }
+    }
 }
 
 /// Every operation can answer 408 (a client too slow: `HTTP_*_TIMEOUT_SECONDS`) and 429 (the rate

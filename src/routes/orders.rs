@@ -147,6 +147,7 @@ pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
             example = json!({"code": "INVALID_PHONE_NUMBER", "message": "phoneNumber must be an optional + and 6 to 15 digits"})),
         (status = 401, description = "`UNAUTHORIZED`: no trusted openid", body = ErrorBody),
         (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`PRODUCT_UNAVAILABLE`: the product is not on sale", body = ErrorBody),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 422, description = "`INVALID_BODY`: fields missing or of the wrong type", body = ErrorBody),

@@ -9,6 +9,7 @@ mod compensation;
 mod fulfilment;
 mod hardening;
 mod health;
+mod idempotency;
 mod identity;
 mod lifecycle;
 mod observability;
