@@ -242,6 +242,10 @@ impl Fulfiller {
             amount: order.face_value,
             currency: order.face_currency.clone(),
             product_code: order.product_code.clone(),
+            // Orders do not snapshot a carrier reference or a country yet; an adapter that needs them
+            // refuses the request before sending anything.
+            carrier_reference: order.product_code.clone(),
+            country: String::new(),
         };
         let started = Instant::now();
         let answer = {

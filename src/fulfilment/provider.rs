@@ -10,6 +10,11 @@ pub struct TopUpRequest {
     pub amount: Decimal,
     pub currency: String,
     pub product_code: String,
+    /// The carrier's own product reference, as the operator entered it in the catalog (for Reloadly the
+    /// numeric operator id; for the http adapter the same as `product_code` unless set).
+    pub carrier_reference: String,
+    /// The ISO 3166-1 alpha-2 country the phone number belongs to, as the catalog says (e.g. "MN").
+    pub country: String,
 }
 
 /// Where a top-up stands at the carrier.

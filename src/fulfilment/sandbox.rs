@@ -87,6 +87,8 @@ mod tests {
             amount: 5000.into(),
             currency: "MNT".into(),
             product_code: "UNITEL-5000".into(),
+            carrier_reference: "UNITEL-5000".into(),
+            country: "MN".into(),
         }
     }
 
