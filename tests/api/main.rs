@@ -16,4 +16,5 @@ mod orders;
 mod payment_callback;
 mod payment_create;
 mod refunds;
+mod reloadly;
 mod sandbox;
