@@ -93,6 +93,7 @@ pub struct LifecycleSettings {
 pub enum TopUpProviderKind {
     Sandbox,
     Http,
+    Reloadly,
 }
 
 #[derive(Clone)]
@@ -101,7 +102,10 @@ pub struct TopUpSettings {
     pub api_url: Option<String>,
     /// Secret: never logged.
     pub api_token: Option<String>,
+    /// The whole of one carrier call (for Reloadly, token included).
     pub timeout: Duration,
+    /// Set exactly when `provider` is [`TopUpProviderKind::Reloadly`].
+    pub reloadly: Option<ReloadlySettings>,
 }
 
 impl fmt::Debug for TopUpSettings {
@@ -111,6 +115,50 @@ impl fmt::Debug for TopUpSettings {
             .field("api_url", &self.api_url)
             .field("api_token", &self.api_token.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
+            .field("reloadly", &self.reloadly)
+            .finish()
+    }
+}
+
+/// Reloadly's two environments; each has its own credentials, token audience and API host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadlyEnvironment {
+    /// Test mode: nothing is delivered and nothing is paid for.
+    Sandbox,
+    Live,
+}
+
+impl ReloadlyEnvironment {
+    /// The token's `audience`, which is also the Airtime API's base URL.
+    pub fn audience(self) -> &'static str {
+        match self {
+            ReloadlyEnvironment::Sandbox => "https://topups-sandbox.reloadly.com",
+            ReloadlyEnvironment::Live => "https://topups.reloadly.com",
+        }
+    }
+}
+
+/// `TOPUP_PROVIDER=reloadly`: the Airtime API with OAuth2 client credentials.
+#[derive(Clone)]
+pub struct ReloadlySettings {
+    pub client_id: String,
+    /// Secret: never logged.
+    pub client_secret: String,
+    pub environment: ReloadlyEnvironment,
+    /// The OAuth server, without `/oauth/token` (`RELOADLY_AUTH_URL`).
+    pub auth_url: String,
+    /// The Airtime API (`RELOADLY_API_URL`; by default the environment's).
+    pub api_url: String,
+}
+
+impl fmt::Debug for ReloadlySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadlySettings")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("environment", &self.environment)
+            .field("auth_url", &self.auth_url)
+            .field("api_url", &self.api_url)
             .finish()
     }
 }
@@ -309,26 +357,32 @@ impl Settings {
         let provider = match get("TOPUP_PROVIDER").as_deref() {
             Some("sandbox") => TopUpProviderKind::Sandbox,
             Some("http") => TopUpProviderKind::Http,
+            Some("reloadly") => TopUpProviderKind::Reloadly,
             None if production => TopUpProviderKind::Http,
             None => TopUpProviderKind::Sandbox,
-            Some(other) => return Err(invalid("TOPUP_PROVIDER", format!("must be sandbox or http, not {other:?}"))),
+            Some(other) => {
+                return Err(invalid("TOPUP_PROVIDER", format!("must be sandbox, http or reloadly, not {other:?}")))
+            }
         };
-        if production
-            && provider == TopUpProviderKind::Sandbox
-            && !parse_bool("TOPUP_ALLOW_SANDBOX", get("TOPUP_ALLOW_SANDBOX"), false)?
-        {
+        let allow_sandbox = parse_bool("TOPUP_ALLOW_SANDBOX", get("TOPUP_ALLOW_SANDBOX"), false)?;
+        if production && provider == TopUpProviderKind::Sandbox && !allow_sandbox {
             return Err(invalid(
                 "TOPUP_PROVIDER",
                 "is sandbox in production; set TOPUP_ALLOW_SANDBOX=true if that is really meant".into(),
             ));
         }
+        let reloadly = match provider {
+            TopUpProviderKind::Reloadly => Some(reloadly_settings(&get, production, allow_sandbox)?),
+            TopUpProviderKind::Sandbox | TopUpProviderKind::Http => None,
+        };
         let api_url = get("TOPUP_API_URL").map(|u| u.trim_end_matches('/').to_string());
         if provider == TopUpProviderKind::Http {
             let url = api_url.as_deref().ok_or_else(|| required("TOPUP_API_URL", "when TOPUP_PROVIDER is http"))?;
             url::Url::parse(url).map_err(|e| invalid("TOPUP_API_URL", format!("is not a URL: {e}")))?;
         }
         let topup_timeout = Duration::from_millis(positive(&get, "TOPUP_TIMEOUT_MS", 10_000)?);
-        let topup = TopUpSettings { provider, api_url, api_token: get("TOPUP_API_TOKEN"), timeout: topup_timeout };
+        let topup =
+            TopUpSettings { provider, api_url, api_token: get("TOPUP_API_TOKEN"), timeout: topup_timeout, reloadly };
 
         // A claim must outlive a query plus a submit.
         let default_lease = 2 * topup_timeout.as_secs() + 30;
@@ -415,6 +469,77 @@ impl Settings {
 
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
+    }
+}
+
+/// The Reloadly section. Every problem in it is named in the one error returned, so an operator fixes
+/// them in one go: the first variable at fault is the error's `var`, the others follow in its reason.
+fn reloadly_settings(
+    get: &impl Fn(&str) -> Option<String>,
+    production: bool,
+    allow_sandbox: bool,
+) -> Result<ReloadlySettings, ConfigError> {
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    let client_id = get("RELOADLY_CLIENT_ID");
+    let client_secret = get("RELOADLY_CLIENT_SECRET");
+    for (var, value) in [("RELOADLY_CLIENT_ID", &client_id), ("RELOADLY_CLIENT_SECRET", &client_secret)] {
+        if value.is_none() {
+            problems.push((var, "is required when TOPUP_PROVIDER is reloadly".into()));
+        }
+    }
+    let environment = match get("RELOADLY_ENVIRONMENT").map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("sandbox") => Some(ReloadlyEnvironment::Sandbox),
+        Some("live") => Some(ReloadlyEnvironment::Live),
+        // Live credentials move real money: production names its environment.
+        None if production => {
+            problems.push((
+                "RELOADLY_ENVIRONMENT",
+                "is required in production when TOPUP_PROVIDER is reloadly (sandbox or live)".into(),
+            ));
+            None
+        }
+        None => Some(ReloadlyEnvironment::Sandbox),
+        Some(other) => {
+            problems.push(("RELOADLY_ENVIRONMENT", format!("must be sandbox or live, not {other:?}")));
+            None
+        }
+    };
+    // Sandbox top-ups are never delivered: in production that sells nothing for real money.
+    if production && environment == Some(ReloadlyEnvironment::Sandbox) && !allow_sandbox {
+        problems.push((
+            "RELOADLY_ENVIRONMENT",
+            "is sandbox in production; set TOPUP_ALLOW_SANDBOX=true if that is really meant".into(),
+        ));
+    }
+    let mut url = |var: &'static str, default: Option<&str>| -> Option<String> {
+        let value = get(var).or_else(|| default.map(str::to_string))?;
+        match url::Url::parse(&value) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(value.trim_end_matches('/').to_string()),
+            Ok(_) => {
+                problems.push((var, "must be an http or https URL".into()));
+                None
+            }
+            Err(e) => {
+                problems.push((var, format!("is not a URL: {e}")));
+                None
+            }
+        }
+    };
+    let auth_url = url("RELOADLY_AUTH_URL", Some("https://auth.reloadly.com"));
+    let api_url = url("RELOADLY_API_URL", environment.map(ReloadlyEnvironment::audience));
+    match (client_id, client_secret, environment, auth_url, api_url) {
+        (Some(client_id), Some(client_secret), Some(environment), Some(auth_url), Some(api_url))
+            if problems.is_empty() =>
+        {
+            Ok(ReloadlySettings { client_id, client_secret, environment, auth_url, api_url })
+        }
+        _ => {
+            let mut problems = problems.into_iter();
+            let (var, first) = problems.next().unwrap_or(("RELOADLY_ENVIRONMENT", "could not be read".into()));
+            let rest: Vec<String> = problems.map(|(var, reason)| format!("{var} {reason}")).collect();
+            let reason = if rest.is_empty() { first } else { format!("{first}; {}", rest.join("; ")) };
+            Err(invalid(var, reason))
+        }
     }
 }
 
@@ -574,6 +699,89 @@ mod tests {
         .unwrap();
         let printed = format!("{s:?}");
         assert!(!printed.contains("admin-secret") && !printed.contains("carrier-secret"), "{printed}");
+    }
+
+    const RELOADLY: [(&str, &str); 3] = [
+        ("TOPUP_PROVIDER", "reloadly"),
+        ("RELOADLY_CLIENT_ID", "client-id"),
+        ("RELOADLY_CLIENT_SECRET", "s3cret-value"),
+    ];
+
+    #[test]
+    fn reloadly_outside_production_defaults_to_its_sandbox() {
+        let s = Settings::from_vars(&vars(&RELOADLY)).unwrap();
+        assert_eq!(s.topup.provider, TopUpProviderKind::Reloadly);
+        let r = s.topup.reloadly.unwrap();
+        assert_eq!(r.environment, ReloadlyEnvironment::Sandbox);
+        assert_eq!(r.api_url, "https://topups-sandbox.reloadly.com");
+        assert_eq!(r.auth_url, "https://auth.reloadly.com");
+        assert_eq!((r.client_id.as_str(), r.client_secret.as_str()), ("client-id", "s3cret-value"));
+        // Other providers carry no Reloadly section.
+        assert!(Settings::from_vars(&vars(&[])).unwrap().topup.reloadly.is_none());
+    }
+
+    #[test]
+    fn reloadly_names_every_missing_credential_in_one_error() {
+        let err = Settings::from_vars(&vars(&[("TOPUP_PROVIDER", "reloadly")])).unwrap_err();
+        assert_eq!(err.var, "RELOADLY_CLIENT_ID");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: RELOADLY_CLIENT_ID is required when TOPUP_PROVIDER is reloadly; \
+             RELOADLY_CLIENT_SECRET is required when TOPUP_PROVIDER is reloadly"
+        );
+        let err =
+            Settings::from_vars(&vars(&[("TOPUP_PROVIDER", "reloadly"), ("RELOADLY_CLIENT_ID", "id")])).unwrap_err();
+        assert_eq!(err.var, "RELOADLY_CLIENT_SECRET");
+    }
+
+    #[test]
+    fn production_names_the_reloadly_environment_and_refuses_its_sandbox_unless_allowed() {
+        let err = production(&[("TOPUP_PROVIDER", "reloadly")]).unwrap_err();
+        let printed = err.to_string();
+        for var in ["RELOADLY_CLIENT_ID", "RELOADLY_CLIENT_SECRET", "RELOADLY_ENVIRONMENT"] {
+            assert!(printed.contains(var), "{printed}");
+        }
+        assert_eq!(production(&RELOADLY).unwrap_err().var, "RELOADLY_ENVIRONMENT");
+        let mut live = RELOADLY.to_vec();
+        live.push(("RELOADLY_ENVIRONMENT", "live"));
+        let r = production(&live).unwrap().topup.reloadly.unwrap();
+        assert_eq!(r.environment, ReloadlyEnvironment::Live);
+        assert_eq!(r.api_url, "https://topups.reloadly.com");
+        let mut sandbox = RELOADLY.to_vec();
+        sandbox.push(("RELOADLY_ENVIRONMENT", "sandbox"));
+        assert_eq!(production(&sandbox).unwrap_err().var, "RELOADLY_ENVIRONMENT");
+        sandbox.push(("TOPUP_ALLOW_SANDBOX", "true"));
+        assert_eq!(production(&sandbox).unwrap().topup.reloadly.unwrap().environment, ReloadlyEnvironment::Sandbox);
+    }
+
+    #[test]
+    fn reloadly_urls_can_be_pointed_elsewhere_and_bad_values_are_named() {
+        let mut custom = RELOADLY.to_vec();
+        custom.extend([("RELOADLY_AUTH_URL", "http://127.0.0.1:9/"), ("RELOADLY_API_URL", "http://127.0.0.1:9/api/")]);
+        let r = Settings::from_vars(&vars(&custom)).unwrap().topup.reloadly.unwrap();
+        assert_eq!((r.auth_url.as_str(), r.api_url.as_str()), ("http://127.0.0.1:9", "http://127.0.0.1:9/api"));
+        for (var, value) in [
+            ("RELOADLY_ENVIRONMENT", "production"),
+            ("RELOADLY_AUTH_URL", "not a url"),
+            ("RELOADLY_API_URL", "ftp://topups.example"),
+        ] {
+            let mut bad = RELOADLY.to_vec();
+            bad.push((var, value));
+            let err = Settings::from_vars(&vars(&bad)).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+        // Several at once: each is named.
+        let mut bad = RELOADLY.to_vec();
+        bad.extend([("RELOADLY_ENVIRONMENT", "prod"), ("RELOADLY_AUTH_URL", "nope")]);
+        let printed = Settings::from_vars(&vars(&bad)).unwrap_err().to_string();
+        assert!(printed.contains("RELOADLY_ENVIRONMENT") && printed.contains("RELOADLY_AUTH_URL"), "{printed}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_reloadly_client_secret() {
+        let printed = format!("{:?}", Settings::from_vars(&vars(&RELOADLY)).unwrap());
+        assert!(!printed.contains("s3cret-value"), "{printed}");
+        assert!(printed.contains("client-id"), "{printed}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod http;
 mod model;
 pub mod policy;
 mod provider;
+mod reloadly;
 mod sandbox;
 
 use chrono::Duration as ChronoDuration;
@@ -44,6 +45,7 @@ use policy::{Answer, Call, Step};
 
 pub use http::HttpProvider;
 pub use provider::{ProviderError, Receipt, TopUpProvider, TopUpRequest, TopUpState};
+pub use reloadly::ReloadlyProvider;
 pub use sandbox::SandboxProvider;
 
 /// What one call to [`Fulfiller::fulfil_order`] did.
@@ -71,6 +73,7 @@ pub fn provider_from_settings(settings: &TopUpSettings) -> Result<Arc<dyn TopUpP
             settings.api_token.clone(),
             settings.timeout,
         )?),
+        TopUpProviderKind::Reloadly => ReloadlyProvider::from_settings(settings)?,
     })
 }
 

@@ -18,4 +18,5 @@ mod orders;
 mod payment_callback;
 mod payment_create;
 mod refunds;
+mod reloadly;
 mod sandbox;
