@@ -1,16 +1,19 @@
 // Calls the service through WeChat Cloud Hosting. The platform adds the caller's
-// X-WX-OPENID header, so there is no login step.
-function call(path, method = 'GET', data) {
+// X-WX-OPENID header, so there is no login step. `idempotencyKey` (one per tap) makes a
+// repeated request get the first answer instead of a second order.
+function call(path, method = 'GET', data, idempotencyKey) {
   const { env, service } = getApp().globalData;
+  const header = {
+    'X-WX-SERVICE': service,
+    'content-type': 'application/json'
+  };
+  if (idempotencyKey) header['Idempotency-Key'] = idempotencyKey;
   return new Promise((resolve, reject) => {
     wx.cloud.callContainer({
       config: { env },
       path,
       method,
-      header: {
-        'X-WX-SERVICE': service,
-        'content-type': 'application/json'
-      },
+      header,
       data,
       success(res) {
         if (res.statusCode >= 200 && res.statusCode < 300) {
@@ -31,4 +34,9 @@ function call(path, method = 'GET', data) {
   });
 }
 
-module.exports = { call };
+// A fresh key for one tap: visible ASCII, unique enough per buyer.
+function newKey() {
+  return `tap-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+module.exports = { call, newKey };

@@ -1,4 +1,4 @@
-const { call } = require('../../utils/api');
+const { call, newKey } = require('../../utils/api');
 
 const PHONE_PATTERN = /^\+?\d{6,15}$/;
 const FINAL_STATUSES = ['success', 'failed', 'refunded', 'closed'];
@@ -129,12 +129,14 @@ Page({
     if (!this.data.canBuy) return;
     this.setBusy(true);
     try {
+      // One key per tap: if the answer is lost and the call repeated, still one order.
+      const key = newKey();
       const order = await call('/orders', 'POST', {
         productId: this.data.selectedId,
         phoneNumber: this.data.phone
-      });
+      }, key);
       this.setData({ current: present(order) });
-      await this.pay(order.orderNumber);
+      await this.pay(order.orderNumber, key);
     } catch (err) {
       toast(err.message);
     } finally {
@@ -159,8 +161,8 @@ Page({
     }
   },
 
-  async pay(orderNumber) {
-    const params = await call('/payment/create', 'POST', { orderNumber });
+  async pay(orderNumber, key = newKey()) {
+    const params = await call('/payment/create', 'POST', { orderNumber }, key);
     try {
       await requestPayment(params);
     } catch (err) {
