@@ -86,6 +86,9 @@ pub struct LifecycleSettings {
     pub refund_retry_base: Duration,
     pub refund_retry_max: Duration,
     pub reconcile_cron: String,
+    /// `POST /orders` without an `Idempotency-Key` hands back the caller's unpaid order for the same
+    /// product and number placed this recently, instead of a second one (zero: off).
+    pub order_reuse_window: Duration,
 }
 
 /// Which carrier adapter delivers top-ups.
@@ -439,6 +442,7 @@ impl Settings {
             refund_retry_base: Duration::from_secs(positive(&get, "REFUND_RETRY_BASE_SECONDS", 60)?),
             refund_retry_max: Duration::from_secs(positive(&get, "REFUND_RETRY_MAX_SECONDS", 3600)?),
             reconcile_cron: get("RECONCILE_CRON").unwrap_or_else(|| "30 * * * * *".into()),
+            order_reuse_window: Duration::from_secs(reuse_window(&get)?),
         };
 
         Ok(Settings {
@@ -551,6 +555,19 @@ fn positive(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u
             .filter(|n| *n > 0)
             .ok_or_else(|| invalid(var, format!("must be a positive whole number, not {v:?}"))),
         None => Ok(default),
+    }
+}
+
+/// `ORDER_REUSE_WINDOW_SECONDS`: 0 (off, the default) to 3600.
+fn reuse_window(get: &impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    const VAR: &str = "ORDER_REUSE_WINDOW_SECONDS";
+    match get(VAR) {
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n <= 3600)
+            .ok_or_else(|| invalid(VAR, format!("must be a whole number of seconds from 0 to 3600, not {v:?}"))),
+        None => Ok(0),
     }
 }
 

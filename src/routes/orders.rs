@@ -143,6 +143,7 @@ pub(crate) fn utc_opt(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
             ("AdminGetOrder" = (operation_id = "admin_get_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
             ("RefundOrder" = (operation_id = "refund_order", parameters(("orderNumber" = "$response.body#/orderNumber")))),
         )),
+        (status = 200, description = "Only with ORDER_REUSE_WINDOW_SECONDS set: the caller's unpaid order for the same product and number placed within that window, handed back instead of a second one", body = OrderResponse),
         (status = 400, description = "`INVALID_PHONE_NUMBER`; `INVALID_JSON`: the body is not JSON; `INVALID_REQUEST`: the body could not be read", body = ErrorBody,
             example = json!({"code": "INVALID_PHONE_NUMBER", "message": "phoneNumber must be an optional + and 6 to 15 digits"})),
         (status = 401, description = "`UNAUTHORIZED`: no trusted openid", body = ErrorBody),
@@ -162,6 +163,17 @@ pub async fn create_order(
     let phone = PhoneNumber::parse(&request.phone_number).ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidPhoneNumber, "phoneNumber must be an optional + and 6 to 15 digits")
     })?;
+    let window = state.settings.lifecycle.order_reuse_window;
+    if let Ok(window) = chrono::Duration::from_std(window).map(|w| w.max(chrono::Duration::zero())) {
+        if !window.is_zero() {
+            let since = crate::domain::now_utc() - window;
+            if let Some(existing) =
+                orders::recent_unpaid(&state.db, &caller.openid, request.product_id, &phone, since).await?
+            {
+                return Ok((StatusCode::OK, Json(existing.try_into()?)));
+            }
+        }
+    }
     let order = orders::place_order(&state.db, &caller.openid, request.product_id, &phone).await?;
     Ok((StatusCode::CREATED, Json(order.try_into()?)))
 }

@@ -22,6 +22,25 @@ pub async fn list_products(db: &impl ConnectionTrait) -> Result<Vec<product::Mod
         .await?)
 }
 
+/// The caller's newest unpaid order for this product and number placed since `since`, if any.
+pub async fn recent_unpaid(
+    db: &impl ConnectionTrait,
+    openid: &str,
+    product_id: i32,
+    phone: &PhoneNumber,
+    since: chrono::NaiveDateTime,
+) -> Result<Option<order::Model>, ServiceError> {
+    Ok(order::Entity::find()
+        .filter(order::Column::Openid.eq(openid))
+        .filter(order::Column::ProductId.eq(product_id))
+        .filter(order::Column::PhoneNumber.eq(phone.to_string()))
+        .filter(order::Column::Status.eq(OrderStatus::Unpaid))
+        .filter(order::Column::CreatedAt.gte(since))
+        .order_by_desc(order::Column::CreatedAt)
+        .one(db)
+        .await?)
+}
+
 /// Places an unpaid order for `openid`. The amount is the product's price, never the caller's.
 pub async fn place_order(
     db: &impl ConnectionTrait,

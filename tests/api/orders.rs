@@ -176,3 +176,25 @@ async fn a_misspelt_query_parameter_is_refused_not_ignored() {
         assert_error(app.admin_get(path).await, StatusCode::BAD_REQUEST, "INVALID_REQUEST").await;
     }
 }
+
+#[tokio::test]
+async fn with_a_reuse_window_a_second_tap_without_a_key_gets_the_unpaid_order_back() {
+    let app = crate::helpers::spawn_app_with(&[("ORDER_REUSE_WINDOW_SECONDS", "60")]).await;
+    let body = serde_json::json!({"productId": 1, "phoneNumber": "+97688112233"});
+    let first = app.post_as("/orders", OPENID, &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = app.post_as("/orders", OPENID, &body).await;
+    assert_eq!(again.status(), StatusCode::OK, "handed back, not created");
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap()["orderNumber"], first["orderNumber"]);
+    let other_number = serde_json::json!({"productId": 1, "phoneNumber": "+97688119999"});
+    assert_eq!(app.post_as("/orders", OPENID, &other_number).await.status(), StatusCode::CREATED);
+    assert_eq!(app.post_as("/orders", crate::helpers::OTHER_OPENID, &body).await.status(), StatusCode::CREATED);
+    assert_eq!(app.order_count().await, 3);
+
+    let off = crate::helpers::spawn_app().await;
+    for _ in 0..2 {
+        assert_eq!(off.post_as("/orders", OPENID, &body).await.status(), StatusCode::CREATED);
+    }
+    assert_eq!(off.order_count().await, 2, "off by default: each tap without a key is an order");
+}
