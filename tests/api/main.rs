@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod catalog;
+mod cli;
 mod compensation;
 mod fulfilment;
 mod hardening;
