@@ -295,6 +295,16 @@ impl Settings {
                 let database = get("MYSQL_DATABASE").unwrap_or_else(|| "wxtopup".into());
                 format!("mysql://{}:{}@{address}/{database}", encode(&user), encode(&password))
             }
+            // A cloud hosting container's disk is neither kept nor shared between replicas: production
+            // runs on SQLite only when asked to by name.
+            (None, None) if production => {
+                return Err(required(
+                    "DATABASE_URL",
+                    "in production (or cloud hosting's MYSQL_ADDRESS and MYSQL_USERNAME): a container's local \
+                     disk is lost on restart and not shared between replicas; set DATABASE_URL=sqlite://… to \
+                     use SQLite on purpose",
+                ))
+            }
             (None, None) => "sqlite://data/wxtopup.db?mode=rwc".into(),
         };
         if !["sqlite:", "mysql:", "postgres:", "postgresql:"].iter().any(|s| database_url.starts_with(s)) {
@@ -613,7 +623,8 @@ mod tests {
 
     #[test]
     fn production_names_the_missing_merchant() {
-        let err = Settings::from_vars(&vars(&[("APP_ENV", "production")])).unwrap_err();
+        let err =
+            Settings::from_vars(&vars(&[("APP_ENV", "production"), ("DATABASE_URL", "mysql://u@db/w")])).unwrap_err();
         assert_eq!(err.var, "WECHAT_MCH_ID");
         assert!(err.to_string().contains("WECHAT_MCH_ID"));
     }
@@ -638,6 +649,22 @@ mod tests {
     }
 
     #[test]
+    fn production_runs_on_sqlite_only_when_asked_by_name() {
+        let mut settings = vec![
+            ("APP_ENV", "production"),
+            ("WECHAT_MCH_ID", "1"),
+            ("WECHAT_ENV_ID", "e"),
+            ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
+            ("TOPUP_API_URL", "http://carrier"),
+        ];
+        let err = Settings::from_vars(&vars(&settings)).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(err.to_string().contains("MYSQL_ADDRESS") && err.to_string().contains("sqlite://"), "{err}");
+        settings.push(("DATABASE_URL", "sqlite:///data/wxtopup.db?mode=rwc"));
+        assert!(Settings::from_vars(&vars(&settings)).unwrap().database_url.starts_with("sqlite:"));
+    }
+
+    #[test]
     fn debug_output_hides_the_database_password() {
         let s = Settings::from_vars(&vars(&[("DATABASE_URL", "mysql://root:hunter2@db:3306/wxtopup")])).unwrap();
         let printed = format!("{s:?}");
@@ -649,6 +676,7 @@ mod tests {
     fn production_refuses_the_sandbox_carrier_unless_allowed() {
         let base = [
             ("APP_ENV", "production"),
+            ("DATABASE_URL", "mysql://u@db/w"),
             ("WECHAT_MCH_ID", "1"),
             ("WECHAT_ENV_ID", "e"),
             ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
@@ -664,7 +692,12 @@ mod tests {
 
     #[test]
     fn production_refuses_simulated_payments_unless_allowed() {
-        let base = [("APP_ENV", "production"), ("PAYMENT_SANDBOX", "true"), ("TOPUP_API_URL", "http://carrier")];
+        let base = [
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "mysql://u@db/w"),
+            ("PAYMENT_SANDBOX", "true"),
+            ("TOPUP_API_URL", "http://carrier"),
+        ];
         assert_eq!(Settings::from_vars(&vars(&base)).unwrap_err().var, "PAYMENT_SANDBOX");
         let mut allowed = base.to_vec();
         allowed.push(("PAYMENT_ALLOW_SANDBOX", "true"));
@@ -674,6 +707,7 @@ mod tests {
     fn production(extra: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
         let mut all = vec![
             ("APP_ENV", "production"),
+            ("DATABASE_URL", "mysql://wxtopup@db:3306/wxtopup"),
             ("WECHAT_MCH_ID", "1"),
             ("WECHAT_ENV_ID", "e"),
             ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
