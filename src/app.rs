@@ -34,6 +34,7 @@ pub struct AppState {
     pub wechat: WechatPay,
     pub fulfiller: Fulfiller,
     pub alerter: Alerter,
+    pub notifier: crate::notify::Notifier,
     pub limits: Arc<Limits>,
 }
 
@@ -78,7 +79,13 @@ impl Application {
                 idle_limits.forget_idle();
             }
         }));
-        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller, alerter, limits };
+        let notifier = crate::notify::Notifier::new(
+            db.clone(),
+            settings.notify.clone(),
+            &settings.wechat.api_base,
+            settings.wechat.sandbox,
+        );
+        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller, alerter, notifier, limits };
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;

@@ -39,6 +39,97 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Serve the OpenAPI document and Swagger UI (`API_DOCS`).
     pub api_docs: bool,
+    /// WeChat subscribe messages to buyers.
+    pub notify: NotifySettings,
+}
+
+/// The subscribe messages sent to buyers: a template per event (unset: not sent), and which order field
+/// fills each of its keys.
+#[derive(Clone, Debug)]
+pub struct NotifySettings {
+    /// `[delivered, refunding, refunded]`.
+    pub templates: [Option<NotifyTemplate>; 3],
+    /// The mini-program page a message opens.
+    pub page: String,
+    /// `formal`, `trial` or `developer`.
+    pub miniprogram_state: String,
+    pub lang: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyTemplate {
+    pub id: String,
+    /// (template key, order field), e.g. `("thing1", "product")`.
+    pub fields: Vec<(String, String)>,
+}
+
+/// The order fields a template key can show.
+pub const NOTIFY_SOURCES: [&str; 7] = ["product", "amount", "phone", "order", "time", "status", "reason"];
+/// `[delivered, refunding, refunded]`: the variables and the default key mapping, for the common
+/// "充值成功通知" / "退款通知" style templates.
+pub const NOTIFY_EVENTS: [(&str, &str, &str); 3] = [
+    (
+        "SUBSCRIBE_TEMPLATE_DELIVERED",
+        "SUBSCRIBE_FIELDS_DELIVERED",
+        "thing1=product,amount2=amount,character_string3=order,time4=time",
+    ),
+    (
+        "SUBSCRIBE_TEMPLATE_REFUNDING",
+        "SUBSCRIBE_FIELDS_REFUNDING",
+        "thing1=product,amount2=amount,thing3=reason,time4=time",
+    ),
+    (
+        "SUBSCRIBE_TEMPLATE_REFUNDED",
+        "SUBSCRIBE_FIELDS_REFUNDED",
+        "thing1=product,amount2=amount,character_string3=order,time4=time",
+    ),
+];
+
+fn notify_settings(get: &impl Fn(&str) -> Option<String>) -> Result<NotifySettings, ConfigError> {
+    let template = |(id_var, fields_var, default): (&'static str, &'static str, &str)| {
+        let Some(id) = get(id_var) else { return Ok(None) };
+        if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                id_var,
+                "must be a template id from the mini-program's subscribe message settings".into(),
+            ));
+        }
+        let raw = get(fields_var).unwrap_or_else(|| default.to_string());
+        let mut fields = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let parsed = item.split_once('=').map(|(k, v)| (k.trim(), v.trim())).filter(|(k, v)| {
+                !k.is_empty()
+                    && k.len() <= 32
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && NOTIFY_SOURCES.contains(v)
+            });
+            let Some((key, source)) = parsed else {
+                return Err(invalid(
+                    fields_var,
+                    format!("has {item:?}; each item is key=field, the field one of {}", NOTIFY_SOURCES.join(", ")),
+                ));
+            };
+            fields.push((key.to_string(), source.to_string()));
+        }
+        if fields.is_empty() {
+            return Err(invalid(fields_var, "names no template key".into()));
+        }
+        Ok(Some(NotifyTemplate { id, fields }))
+    };
+    let [delivered, refunding, refunded] = NOTIFY_EVENTS;
+    let miniprogram_state = get("SUBSCRIBE_MINIPROGRAM_STATE").unwrap_or_else(|| "formal".into());
+    if !["formal", "trial", "developer"].contains(&miniprogram_state.as_str()) {
+        return Err(invalid(
+            "SUBSCRIBE_MINIPROGRAM_STATE",
+            format!("must be formal, trial or developer, not {miniprogram_state:?}"),
+        ));
+    }
+    Ok(NotifySettings {
+        templates: [template(delivered)?, template(refunding)?, template(refunded)?],
+        page: get("SUBSCRIBE_PAGE").unwrap_or_else(|| "pages/index/index".into()),
+        miniprogram_state,
+        lang: get("SUBSCRIBE_LANG").unwrap_or_else(|| "zh_CN".into()),
+    })
 }
 
 /// How long a client may take, and how often it may ask.
@@ -197,6 +288,7 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("alert_webhook_url", &self.alert_webhook_url.as_ref().map(|_| "***"))
             .field("alert_max_per_minute", &self.alert_max_per_minute)
+            .field("notify", &self.notify)
             .field("http", &self.http)
             .field("api_docs", &self.api_docs)
             .finish()
@@ -478,6 +570,7 @@ impl Settings {
             alert_max_per_minute: positive(&get, "ALERT_MAX_PER_MINUTE", 20)? as u32,
             http,
             api_docs: parse_bool("API_DOCS", get("API_DOCS"), true)?,
+            notify: notify_settings(&get)?,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod fulfilment;
 pub mod jobs;
 pub mod lifecycle;
 pub mod limits;
+pub mod notify;
 pub mod routes;
 pub mod services;
 pub mod telemetry;

@@ -10,6 +10,7 @@ mod m20261123_000004_create_alerts;
 mod m20261201_000005_add_attempt_budget_and_refund_retry;
 mod m20261202_000006_manage_the_catalog;
 mod m20261202_000007_create_idempotency_keys;
+mod m20261202_000008_create_notifications;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_add_attempt_budget_and_refund_retry::Migration),
             Box::new(m20261202_000006_manage_the_catalog::Migration),
             Box::new(m20261202_000007_create_idempotency_keys::Migration),
+            Box::new(m20261202_000008_create_notifications::Migration),
         ]
     }
 }

@@ -4,6 +4,7 @@ pub mod alert;
 pub mod catalog_change;
 pub mod fulfilment_attempt;
 pub mod idempotency_key;
+pub mod notification;
 pub mod order;
 pub mod payment_event;
 pub mod product;

@@ -71,6 +71,10 @@ pub async fn run_once(state: &AppState) -> Result<SweepReport, DbErr> {
             }
         }
     }
+    // Buyer notifications that met a transient error are sent again when due.
+    if let Err(error) = state.notifier.retry_due().await {
+        tracing::warn!(%error, "sweep: due notifications could not be retried");
+    }
     // Housekeeping: idempotency keys are kept for 24 hours.
     if let Err(error) = crate::routes::idempotency::forget_expired(&state.db).await {
         tracing::warn!(%error, "sweep: expired idempotency keys could not be forgotten");

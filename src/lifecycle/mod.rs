@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::domain::RefundStatus;
 use crate::entities::refund;
 use crate::fulfilment::FulfilOutcome;
+use crate::notify::NotifyEvent;
 use crate::services::payments::{self, Confirmation, Finding};
 use crate::services::refunds;
 
@@ -52,11 +53,21 @@ pub fn react(state: &AppState, happened: Happened) {
             FulfilOutcome::Unresolved(reason) => {
                 state.alerter.raise(AlertKind::TopUpUnresolved, &order_number, &reason);
             }
-            FulfilOutcome::Delivered | FulfilOutcome::Retrying | FulfilOutcome::NotClaimed => {}
+            FulfilOutcome::Delivered => state.notifier.notify(&order_number, NotifyEvent::Delivered, None),
+            FulfilOutcome::Retrying | FulfilOutcome::NotClaimed => {}
         },
         Happened::LatePayment(refund) => drive_refund(state, refund),
         Happened::Anomaly { order_number, detail } => state.alerter.raise(AlertKind::Anomaly, &order_number, &detail),
         Happened::Refund(refund) => {
+            // The buyer hears that money is on its way back when the service opened the refund itself
+            // (the top-up failed, or the payment came too late), and when any refund completes.
+            let automatic = refund.source != refunds::RefundSource::Operator.as_str();
+            if automatic && refund.status != RefundStatus::Failed {
+                state.notifier.notify(&refund.order_number, NotifyEvent::Refunding, None);
+            }
+            if refund.status == RefundStatus::Success {
+                state.notifier.notify(&refund.order_number, NotifyEvent::Refunded, None);
+            }
             if refunds::waiting_for_merchant_funds(&refund) {
                 let message = format!(
                     "refund {} of {} yuan waits: the WeChat Pay merchant balance is too low (NOTENOUGH); top it up and the refund is retried",

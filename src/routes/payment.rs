@@ -283,7 +283,13 @@ pub async fn handle_refund_callback(
     let path_order_number = order_number.clone();
     let handled = lifecycle::to_completion(async move {
         let delivery = CallbackDelivery { path_order_number: &path_order_number, headers, body: &body };
-        refunds::record_refund_notification(&task_state.db, &task_state.wechat, delivery).await
+        let confirmed = refunds::record_refund_notification(&task_state.db, &task_state.wechat, delivery).await?;
+        // What the confirmation found is reacted to like any other refund outcome (alerts, the buyer's
+        // notification).
+        for refund in confirmed {
+            lifecycle::react(&task_state, Happened::Refund(refund));
+        }
+        Ok::<_, CallbackError>(())
     })
     .await;
     match handled {

@@ -452,7 +452,7 @@ pub async fn record_refund_notification(
     db: &DatabaseConnection,
     wechat: &WechatPay,
     delivery: CallbackDelivery<'_>,
-) -> Result<(), CallbackError> {
+) -> Result<Vec<refund::Model>, CallbackError> {
     let event = store_delivery(db, "refund_callback", &delivery).await?;
     if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(delivery.body).is_err() {
         set_event_outcome(db, event.id, "malformed", None).await?;
@@ -461,10 +461,14 @@ pub async fn record_refund_notification(
     let open: Vec<refund::Model> =
         refunds_of(db, delivery.path_order_number).await?.into_iter().filter(|r| r.status.is_open()).collect();
     let mut settled = Vec::new();
+    let mut confirmed_refunds = Vec::new();
     for refund in &open {
         let confirmed = confirm_refund(db, wechat, refund).await.map_err(CallbackError::from);
         match confirmed {
-            Ok(r) => settled.push(format!("{} {}", r.out_refund_no, r.status)),
+            Ok(r) => {
+                settled.push(format!("{} {}", r.out_refund_no, r.status));
+                confirmed_refunds.push(r);
+            }
             Err(error) => {
                 let _ = set_event_outcome(db, event.id, "unconfirmed", Some(error.to_string())).await;
                 return Err(error);
@@ -473,5 +477,5 @@ pub async fn record_refund_notification(
     }
     let detail = if settled.is_empty() { "no open refund".to_string() } else { settled.join(", ") };
     set_event_outcome(db, event.id, "confirmed", Some(detail)).await?;
-    Ok(())
+    Ok(confirmed_refunds)
 }

@@ -5,6 +5,7 @@
 mod client;
 mod notification;
 mod sandbox;
+pub mod subscribe;
 mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -13,6 +13,7 @@ mod health;
 mod idempotency;
 mod identity;
 mod lifecycle;
+mod notifications;
 mod observability;
 mod openapi;
 mod orders;
