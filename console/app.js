@@ -1403,10 +1403,30 @@
         if (opened && isWaitingForFunds(r)) opened.hint = NOTENOUGH_HINT;
       }
     }
+    for (const n of history.notifications || []) {
+      const shown = NOTIFICATION_STATUS[n.status] || { label: n.status, tone: 'warn' };
+      add(n.sentAt || n.createdAt, {
+        kind: 'notification',
+        title: 'Buyer notified: ' + (NOTIFICATION_EVENT[n.event] || n.event),
+        outcome: shown.label,
+        body: [n.templateId, Object.values(n.data || {}).map((v) => v && v.value).filter(Boolean).join(' · '),
+          n.lastError, n.attempts > 1 ? n.attempts + ' tries' : null].filter(Boolean).join(' — '),
+        tone: shown.tone,
+      });
+    }
     if (o.closedAt) add(o.closedAt, { kind: 'order', title: 'Closed', body: 'expired unpaid' });
     entries.sort((a, b) => a.time - b.time || a.seq - b.seq);
     return entries;
   }
+
+  const NOTIFICATION_EVENT = { delivered: 'top-up arrived', refunding: 'money on its way back', refunded: 'refund completed' };
+  const NOTIFICATION_STATUS = {
+    sent: { label: 'sent', tone: 'good' },
+    recorded: { label: 'recorded (sandbox: not sent)', tone: '' },
+    unsubscribed: { label: 'not subscribed', tone: '' },
+    pending: { label: 'retrying', tone: 'warn' },
+    failed: { label: 'not sent', tone: 'bad' },
+  };
 
   function sourceLabel(source) {
     return { operator: 'by an operator', auto_failed: 'automatic: top-up failed', auto_closed: 'automatic: paid after closing' }[source] || source;

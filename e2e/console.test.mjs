@@ -268,6 +268,11 @@ test('operator: both orders, the refunded one\'s history, and a balanced day', {
   assert.match(await textOf(refund.first()), /Refund ¥\d+\.\d{2} completed/);
   assert.match(await textOf(detail.getByTestId('detail-failure')), /not eligible/);
   assert.equal(await detail.getByTestId('refund-open').count(), 0, 'nothing is left to refund');
+  // The buyer's notifications, recorded by the sandbox rather than sent.
+  const told = detail.locator('[data-testid="timeline-entry"][data-kind="notification"]');
+  await told.filter({ hasText: 'money on its way back' }).first().waitFor();
+  await told.filter({ hasText: 'refund completed' }).first().waitFor();
+  assert.match(await textOf(told.first()), /recorded \(sandbox: not sent\)/);
 
   // The timeline is in time order: the refused attempt comes before the refund.
   const kinds = await detail.locator('[data-testid="timeline-entry"]').evaluateAll((els) => els.map((e) => e.dataset.kind + ':' + (e.dataset.outcome ?? '')));

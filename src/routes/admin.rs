@@ -169,6 +169,42 @@ pub struct OrderHistoryResponse {
     pub payment_events: Vec<PaymentEventResponse>,
     pub attempts: Vec<AttemptResponse>,
     pub refunds: Vec<RefundResponse>,
+    /// The subscribe messages to the buyer about this order.
+    pub notifications: Vec<NotificationResponse>,
+}
+
+/// A subscribe message to the buyer.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationResponse {
+    /// `delivered`, `refunding`, `refunded`.
+    #[schema(example = "delivered")]
+    pub event: String,
+    pub template_id: String,
+    /// The message's `data`, as sent.
+    pub data: serde_json::Value,
+    /// `pending`, `sent`, `unsubscribed` (the buyer did not subscribe), `failed`, `recorded` (sandbox: not sent).
+    #[schema(example = "sent")]
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl From<crate::entities::notification::Model> for NotificationResponse {
+    fn from(n: crate::entities::notification::Model) -> Self {
+        NotificationResponse {
+            event: n.event,
+            template_id: n.template_id,
+            data: serde_json::from_str(&n.data).unwrap_or_default(),
+            status: n.status,
+            attempts: n.attempts,
+            last_error: n.last_error,
+            created_at: utc(n.created_at),
+            sent_at: utc_opt(n.sent_at),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -251,6 +287,7 @@ pub async fn get_order(
         payment_events: history.payment_events.into_iter().map(Into::into).collect(),
         attempts: history.attempts.into_iter().map(Into::into).collect(),
         refunds: history.refunds.into_iter().map(Into::into).collect(),
+        notifications: history.notifications.into_iter().map(Into::into).collect(),
     }))
 }
 

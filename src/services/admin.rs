@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFi
 use super::orders::find_by_number;
 use super::ServiceError;
 use crate::domain::{OrderEvent, OrderStatus, Paging};
-use crate::entities::{fulfilment_attempt, order, payment_event, refund};
+use crate::entities::{fulfilment_attempt, notification, order, payment_event, refund};
 use crate::lifecycle::{transition, Moved};
 
 /// Which orders an operator wants to see.
@@ -49,6 +49,7 @@ pub struct OrderHistory {
     pub payment_events: Vec<payment_event::Model>,
     pub attempts: Vec<fulfilment_attempt::Model>,
     pub refunds: Vec<refund::Model>,
+    pub notifications: Vec<notification::Model>,
 }
 
 pub async fn order_history(db: &impl ConnectionTrait, order_number: &str) -> Result<OrderHistory, ServiceError> {
@@ -64,7 +65,12 @@ pub async fn order_history(db: &impl ConnectionTrait, order_number: &str) -> Res
         .all(db)
         .await?;
     let refunds = super::refunds::refunds_of(db, order_number).await?;
-    Ok(OrderHistory { order, payment_events, attempts, refunds })
+    let notifications = notification::Entity::find()
+        .filter(notification::Column::OrderNumber.eq(order_number))
+        .order_by_asc(notification::Column::Id)
+        .all(db)
+        .await?;
+    Ok(OrderHistory { order, payment_events, attempts, refunds, notifications })
 }
 
 /// Makes a `failed` or `unresolved` order due again with a fresh attempt budget. The claim's version

@@ -198,3 +198,19 @@ async fn without_templates_nothing_is_recorded_and_the_sandbox_records_without_s
     assert_eq!((recorded.status.as_str(), recorded.template_id.as_str()), ("recorded", "sandbox-delivered"));
     assert!(sent_bodies(&sandbox).await.is_empty(), "the sandbox sends nothing");
 }
+
+#[tokio::test]
+async fn the_operator_sees_the_buyer_notifications_in_the_order_history() {
+    let app = spawn_app_with(&TEMPLATES).await;
+    mount_submit(&app, delivered(), 1).await;
+    mount_query(&app, delivered(), 0).await;
+    mount_send(&app, ResponseTemplate::new(200).set_body_json(json!({"errcode": 0})), 1).await;
+    let number = app.place_order(OPENID).await;
+    app.deliver_callback(&number, &paid_notification(&number)).await;
+    settled(&app, &number, "delivered").await;
+    let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
+    let told = &history["notifications"][0];
+    assert_eq!((told["event"].as_str(), told["status"].as_str()), (Some("delivered"), Some("sent")));
+    assert_eq!(told["data"]["character_string3"]["value"], number.as_str());
+    assert!(told["sentAt"].is_string());
+}

@@ -53,6 +53,16 @@ function requestPayment(params) {
   });
 }
 
+// Asks the buyer to be told when the top-up arrives or the money comes back. It must run in the tap
+// that pays; whatever the buyer answers, the payment goes on.
+function askForNotifications() {
+  const tmplIds = getApp().globalData.subscribeTemplates || [];
+  if (!tmplIds.length || !wx.requestSubscribeMessage) return Promise.resolve();
+  return new Promise((resolve) => {
+    wx.requestSubscribeMessage({ tmplIds, complete: () => resolve() });
+  });
+}
+
 function toast(title) {
   wx.showToast({ title, icon: 'none', duration: 2500 });
 }
@@ -162,6 +172,7 @@ Page({
   },
 
   async pay(orderNumber, key = newKey()) {
+    await askForNotifications();
     const params = await call('/payment/create', 'POST', { orderNumber }, key);
     try {
       await requestPayment(params);
