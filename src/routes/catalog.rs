@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use super::admin::Admin;
 use super::extract::{ApiJson, ApiPath};
 use super::orders::{utc, utc_opt};
+use super::products::ProductResponse;
 use crate::app::AppState;
-use crate::domain::Money;
 use crate::entities::{catalog_change, product};
 use crate::error::{ApiError, ErrorBody};
 use crate::services::catalog::{self, ProductFields};
@@ -19,29 +19,14 @@ use crate::services::catalog::{self, ProductFields};
 /// Who changed the catalog, as recorded: one admin token, one name.
 const ACTOR: &str = "admin";
 
-/// A product as operators see it.
+/// A product as operators see it: the buyer's view plus what only operators manage.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminProductResponse {
-    #[schema(example = 1)]
-    pub id: i32,
+    #[serde(flatten)]
+    pub product: ProductResponse,
     #[schema(example = "UNITEL-5000")]
     pub code: String,
-    #[schema(example = "Unitel 5,000 MNT")]
-    pub name: String,
-    pub description: String,
-    /// What the buyer pays, in yuan.
-    #[schema(example = "12.00")]
-    pub price: String,
-    /// What the phone receives, in `faceCurrency`.
-    #[schema(example = "5000")]
-    pub face_value: String,
-    #[schema(example = "MNT")]
-    pub face_currency: String,
-    #[schema(example = "MN")]
-    pub country: String,
-    #[schema(example = "Unitel")]
-    pub carrier: String,
     /// What the carrier adapter sends for this product (an operator id, a SKU).
     #[schema(example = "UNITEL-5000")]
     pub carrier_reference: String,
@@ -55,20 +40,13 @@ pub struct AdminProductResponse {
 impl From<product::Model> for AdminProductResponse {
     fn from(p: product::Model) -> Self {
         AdminProductResponse {
-            id: p.id,
-            code: p.code,
-            name: p.name,
-            description: p.description,
-            price: Money::from_stored(p.price).to_string(),
-            face_value: p.face_value.normalize().to_string(),
-            face_currency: p.face_currency,
-            country: p.country,
-            carrier: p.carrier,
-            carrier_reference: p.carrier_reference,
+            code: p.code.clone(),
+            carrier_reference: p.carrier_reference.clone(),
             enabled: p.active,
             sort_order: p.sort_order,
             created_at: utc(p.created_at),
             updated_at: utc_opt(p.updated_at),
+            product: p.into(),
         }
     }
 }

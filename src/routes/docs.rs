@@ -102,24 +102,13 @@ pub fn document_for(mut doc: Value, audience: Audience) -> Value {
     doc
 }
 
-fn operations(doc: &mut Value) -> Vec<&mut serde_json::Map<String, Value>> {
-    doc.get_mut("paths")
-        .and_then(Value::as_object_mut)
-        .into_iter()
-        .flat_map(|paths| paths.values_mut())
-        .filter_map(Value::as_object_mut)
-        .flat_map(|item| item.values_mut())
-        .filter_map(Value::as_object_mut)
-        .collect()
-}
-
 /// Drops the response links that lead to an operation no longer in the document.
 fn prune_links(doc: &mut Value) {
-    let ids: Vec<String> = operations(doc)
+    let ids: Vec<String> = super::operations_mut(doc)
         .iter()
         .filter_map(|operation| Some(operation.get("operationId")?.as_str()?.to_string()))
         .collect();
-    let responses = operations(doc)
+    let responses = super::operations_mut(doc)
         .into_iter()
         .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
         .flat_map(|responses| responses.values_mut())

@@ -46,16 +46,26 @@ use crate::error::ErrorBody;
 )]
 pub struct ApiDoc;
 
+/// Every operation of an OpenAPI document (as JSON), for the passes that amend the served document.
+pub(crate) fn operations_mut(doc: &mut serde_json::Value) -> Vec<&mut serde_json::Map<String, serde_json::Value>> {
+    doc.get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .collect()
+}
+
 /// The document as served. utoipa 5 writes a response link's `operationId` and `requestBody` as
 /// `operation_id` and `request_body` (its `Link` lacks the camel-case rename), which no tool reads;
 /// they are renamed here so the links (order → payment → sandbox pay → refund) can be followed.
 pub fn document(openapi: utoipa::openapi::OpenApi) -> serde_json::Value {
     // A derived Serialize with string keys only: this cannot fail.
     let mut doc = serde_json::to_value(openapi).expect("the OpenAPI document serialises");
-    let operations = doc.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
-    let responses = operations
-        .filter_map(|item| item.as_object_mut())
-        .flat_map(|item| item.values_mut())
+    let responses = operations_mut(&mut doc)
+        .into_iter()
         .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
         .flat_map(|responses| responses.values_mut());
     for response in responses {
@@ -95,15 +105,13 @@ fn add_idempotency(doc: &mut serde_json::Value) {
         ("409", "`IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still being handled"),
         ("422", "`IDEMPOTENCY_KEY_REUSED`: this key came with another body"),
     ];
-    let operations = doc.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
-    let idempotent = operations
-        .filter_map(|item| item.as_object_mut())
-        .flat_map(|item| item.values_mut())
-        .filter(|operation| operation["operationId"].as_str().is_some_and(|id| IDEMPOTENT_OPERATIONS.contains(&id)));
+    let idempotent = operations_mut(doc).into_iter().filter(|operation| {
+        operation.get("operationId").and_then(Value::as_str).is_some_and(|id| IDEMPOTENT_OPERATIONS.contains(&id))
+    });
     for operation in idempotent {
         if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
             parameters.push(header.clone());
-        } else if let Some(operation) = operation.as_object_mut() {
+        } else {
             operation.insert("parameters".into(), json!([header.clone()]));
         }
         let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
@@ -128,11 +136,8 @@ fn add_limits(doc: &mut serde_json::Value) {
     let limited = json!({"description": "`RATE_LIMITED`: too many requests; retry after `Retry-After` seconds",
         "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
         "content": {"application/json": {"schema": error}}});
-    let operations = doc.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
-    let responses = operations
-        .filter_map(|item| item.as_object_mut())
-        .flat_map(|item| item.values_mut())
-        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut());
+    let responses =
+        operations_mut(doc).into_iter().filter_map(|operation| operation.get_mut("responses")?.as_object_mut());
     for responses in responses {
         responses.entry("408").or_insert_with(|| timeout.clone());
         responses.entry("429").or_insert_with(|| limited.clone());

@@ -163,15 +163,14 @@ pub async fn create_order(
     let phone = PhoneNumber::parse(&request.phone_number).ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidPhoneNumber, "phoneNumber must be an optional + and 6 to 15 digits")
     })?;
-    let window = state.settings.lifecycle.order_reuse_window;
-    if let Ok(window) = chrono::Duration::from_std(window).map(|w| w.max(chrono::Duration::zero())) {
-        if !window.is_zero() {
-            let since = crate::domain::now_utc() - window;
-            if let Some(existing) =
-                orders::recent_unpaid(&state.db, &caller.openid, request.product_id, &phone, since).await?
-            {
-                return Ok((StatusCode::OK, Json(existing.try_into()?)));
-            }
+    // At most an hour (checked with the settings), so the conversion holds.
+    let window = chrono::Duration::from_std(state.settings.lifecycle.order_reuse_window).unwrap_or_default();
+    if !window.is_zero() {
+        let since = crate::domain::now_utc() - window;
+        if let Some(existing) =
+            orders::recent_unpaid(&state.db, &caller.openid, request.product_id, &phone, since).await?
+        {
+            return Ok((StatusCode::OK, Json(existing.try_into()?)));
         }
     }
     let order = orders::place_order(&state.db, &caller.openid, request.product_id, &phone).await?;
