@@ -10,6 +10,8 @@
   const POLL_MS = 1000;
   /** A failed order is watched this long for the automatic refund before polling stops. */
   const FAILED_GRACE_MS = 15000;
+  /** A settled order is read once more this long after, for the buyer message sent in the background. */
+  const TOLD_DELAY_MS = 1500;
   /** Polling pauses when nothing has changed for this long (e.g. a carrier that stays pending). */
   const IDLE_LIMIT_MS = 180000;
   const MAX_POLL_ERRORS = 5;
@@ -422,6 +424,20 @@
       log.append(h('li', null, h('time', { datetime: s.at.toISOString(), text: timeFormat.format(s.at) }), statusBadge(s.status)));
     }
 
+    // Only GET /orders/{n} carries the notifications; until one is read, keep what was shown.
+    if (o.notifications) {
+      const told = clear($('buyer-told'));
+      for (const n of o.notifications) {
+        const shown = NOTIFICATION_STATUS[n.status] || { label: n.status, tone: 'warn' };
+        const at = new Date(n.sentAt || n.createdAt);
+        told.append(h('li', { 'data-event': n.event },
+          h('time', { datetime: at.toISOString(), text: timeFormat.format(at) }),
+          h('span', { text: NOTIFICATION_EVENT[n.event] || n.event }),
+          h('span', { class: 'muted', text: shown.label })));
+      }
+      $('buyer-told-box').hidden = o.notifications.length === 0;
+    }
+
     const payable = o.status === 'unpaid';
     $('pay-box').hidden = !payable;
     $('pay').hidden = !state.config.sandbox;
@@ -532,6 +548,8 @@
         state.poll.timer = null;
         setPollNote(note);
         renderCurrent();
+        // The buyer's WeChat message goes out in the background just after the change: read it once more.
+        setTimeout(() => readOnce(orderNumber), TOLD_DELAY_MS);
         return;
       }
       setPollNote(note);
@@ -539,6 +557,20 @@
       renderCurrent();
     };
     state.poll.timer = setTimeout(tick, 0);
+    renderCurrent();
+  }
+
+  /** Reads the shown order once (its notifications come only with GET /orders/{n}), unless it is being watched. */
+  async function readOnce(orderNumber) {
+    if (state.poll.timer !== null) return;
+    let order;
+    try {
+      order = await api('/orders/' + encodeURIComponent(orderNumber), { as: 'buyer' });
+    } catch (e) {
+      return; // What is shown stays; the next look reads it again.
+    }
+    if (state.poll.timer !== null || !state.current || state.current.order.orderNumber !== orderNumber) return;
+    observe(order);
     renderCurrent();
   }
 
@@ -627,6 +659,7 @@
     $('pay-result').hidden = true;
     setCurrent(order);
     if (!['unpaid', 'success', 'refunded', 'closed'].includes(order.status)) startPolling(order.orderNumber);
+    else readOnce(order.orderNumber);
     if (window.matchMedia('(max-width: 899px)').matches) reveal($('current-card'));
   }
 

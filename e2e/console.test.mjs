@@ -167,6 +167,10 @@ test('buyer: an ordinary number is paid and delivered', { timeout: TEST_TIMEOUT 
   }
   assert.equal(await track.locator('li[data-step="failed"]').count(), 0);
   await page.locator(`[data-testid="my-order"][data-order-number="${orderNumber}"]`).filter({ hasText: 'success' }).waitFor();
+  // What the buyer was told in WeChat (the sandbox records it instead of sending).
+  const told = page.getByTestId('buyer-notifications').locator('li[data-event="delivered"]');
+  await told.waitFor();
+  assert.match(await textOf(told), /top-up arrived.*recorded \(sandbox: not sent\)/);
   await screenshot(page, 'buyer-success.png');
   await desktop.done();
 

@@ -99,6 +99,41 @@ impl TryFrom<order::Model> for OrderResponse {
     }
 }
 
+/// One of the caller's orders, with what the buyer was told about it in WeChat.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderDetailResponse {
+    #[serde(flatten)]
+    pub order: OrderResponse,
+    /// The subscribe messages about this order, oldest first (none until it is delivered or refunded).
+    pub notifications: Vec<BuyerNotification>,
+}
+
+/// A subscribe message about the order, as the buyer sees it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuyerNotification {
+    /// `delivered` (the top-up arrived), `refunding` (the money is on its way back), `refunded`.
+    #[schema(example = "delivered")]
+    pub event: String,
+    /// `pending`, `sent`, `unsubscribed` (the buyer did not subscribe), `failed`, `recorded` (sandbox: not sent).
+    #[schema(example = "sent")]
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl From<crate::entities::notification::Model> for BuyerNotification {
+    fn from(n: crate::entities::notification::Model) -> Self {
+        BuyerNotification {
+            event: n.event,
+            status: n.status,
+            created_at: utc(n.created_at),
+            sent_at: utc_opt(n.sent_at),
+        }
+    }
+}
+
 pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
@@ -211,7 +246,7 @@ pub struct GetOrderQuery {
 #[utoipa::path(get, path = "/orders/{orderNumber}", tag = "orders", security(("openid" = [])),
     params(("orderNumber" = String, Path, pattern = "^ORD[0-9]{13}[A-Za-z0-9]{4}$", example = "ORD1763900000000Ab3x"), GetOrderQuery),
     responses(
-        (status = 200, description = "The order", body = OrderResponse),
+        (status = 200, description = "The order and its notifications", body = OrderDetailResponse),
         (status = 400, description = "`INVALID_REQUEST`: refresh is not true or false, an unknown parameter, or the path is not UTF-8", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 404, description = "`ORDER_NOT_FOUND`: no such order (none exists outside the pattern), or another user's", body = ErrorBody),
@@ -222,7 +257,7 @@ pub async fn get_order(
     caller: Caller,
     ApiPath(order_number): ApiPath<String>,
     ApiQuery(query): ApiQuery<GetOrderQuery>,
-) -> Result<Json<OrderResponse>, ApiError> {
+) -> Result<Json<OrderDetailResponse>, ApiError> {
     let mut order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
     if query.refresh == Some(true) {
         // Recording a payment found now and starting its top-up finish even if the buyer hangs up.
@@ -239,5 +274,9 @@ pub async fn get_order(
         .await??;
         order = orders::find_order(&state.db, &caller.openid, &order_number).await?;
     }
-    Ok(Json(order.try_into()?))
+    let notifications = orders::notifications_of(&state.db, &order.order_number).await?;
+    Ok(Json(OrderDetailResponse {
+        order: order.try_into()?,
+        notifications: notifications.into_iter().map(Into::into).collect(),
+    }))
 }

@@ -65,11 +65,7 @@ pub async fn order_history(db: &impl ConnectionTrait, order_number: &str) -> Res
         .all(db)
         .await?;
     let refunds = super::refunds::refunds_of(db, order_number).await?;
-    let notifications = notification::Entity::find()
-        .filter(notification::Column::OrderNumber.eq(order_number))
-        .order_by_asc(notification::Column::Id)
-        .all(db)
-        .await?;
+    let notifications = super::orders::notifications_of(db, order_number).await?;
     Ok(OrderHistory { order, payment_events, attempts, refunds, notifications })
 }
 

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use super::ServiceError;
 use crate::domain::{now_utc, Money, OrderNumber, OrderStatus, Paging, PhoneNumber};
-use crate::entities::{order, product};
+use crate::entities::{notification, order, product};
 
 /// How often a colliding order number is drawn again before giving up (one in 14.7 million per ms).
 const ORDER_NUMBER_ATTEMPTS: usize = 3;
@@ -143,4 +143,16 @@ pub async fn find_by_number(
     order_number: &str,
 ) -> Result<Option<order::Model>, sea_orm::DbErr> {
     order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await
+}
+
+/// The subscribe messages about an order, oldest first: the buyer's view and the operator's share them.
+pub async fn notifications_of(
+    db: &impl ConnectionTrait,
+    order_number: &str,
+) -> Result<Vec<notification::Model>, ServiceError> {
+    Ok(notification::Entity::find()
+        .filter(notification::Column::OrderNumber.eq(order_number))
+        .order_by_asc(notification::Column::Id)
+        .all(db)
+        .await?)
 }

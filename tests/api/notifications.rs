@@ -214,3 +214,29 @@ async fn the_operator_sees_the_buyer_notifications_in_the_order_history() {
     assert_eq!(told["data"]["character_string3"]["value"], number.as_str());
     assert!(told["sentAt"].is_string());
 }
+
+#[tokio::test]
+async fn the_buyer_sees_what_they_were_told_and_only_that() {
+    let app = spawn_app_with(&TEMPLATES).await;
+    mount_submit(&app, delivered(), 1).await;
+    mount_query(&app, delivered(), 0).await;
+    mount_send(&app, ResponseTemplate::new(200).set_body_json(json!({"errcode": 0})), 1).await;
+    let number = app.place_order(OPENID).await;
+    let before: Value = app.get_as(&format!("/orders/{number}"), OPENID).await.json().await.unwrap();
+    assert_eq!(before["notifications"], json!([]));
+    app.deliver_callback(&number, &paid_notification(&number)).await;
+    settled(&app, &number, "delivered").await;
+    let order: Value = app.get_as(&format!("/orders/{number}"), OPENID).await.json().await.unwrap();
+    assert_eq!(order["orderNumber"], number.as_str());
+    assert_eq!(order["status"], "success");
+    let told = order["notifications"].as_array().unwrap();
+    assert_eq!(told.len(), 1, "{order}");
+    assert_eq!((told[0]["event"].as_str(), told[0]["status"].as_str()), (Some("delivered"), Some("sent")));
+    assert!(told[0]["sentAt"].is_string());
+    // The buyer's view carries no template ids, message data or WeChat's error texts.
+    let keys: Vec<&str> = told[0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["createdAt", "event", "sentAt", "status"]);
+    // Another buyer learns nothing about it.
+    let other = app.get_as(&format!("/orders/{number}"), "another-openid").await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}
