@@ -45,7 +45,7 @@ pub struct Settings {
 
 /// The subscribe messages sent to buyers: a template per event (unset: not sent), and which order field
 /// fills each of its keys.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NotifySettings {
     /// `[delivered, refunding, refunded]`.
     pub templates: [Option<NotifyTemplate>; 3],
@@ -322,16 +322,80 @@ pub struct WechatSettings {
     pub timeout: Duration,
 }
 
-/// A setting that is missing or invalid; the message names the variable.
+/// The settings that are missing or invalid, every one found: each problem names its variable.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+/// One variable at fault, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
     pub var: &'static str,
     pub reason: String,
 }
 
+impl ConfigError {
+    /// The first variable at fault.
+    pub fn var(&self) -> &'static str {
+        self.problems.first().map_or("", |p| p.var)
+    }
+
+    /// Every variable at fault, in the order they were found.
+    pub fn vars(&self) -> Vec<&'static str> {
+        self.problems.iter().map(|p| p.var).collect()
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: {} {}", self.var, self.reason)
+        match self.problems.as_slice() {
+            [one] => write!(f, "invalid configuration: {} {}", one.var, one.reason),
+            all => {
+                write!(f, "invalid configuration, {} problems:", all.len())?;
+                for p in all {
+                    write!(f, "\n  - {} {}", p.var, p.reason)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The problems found so far while reading the settings.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, error: ConfigError) {
+        self.0.extend(error.problems);
+    }
+
+    /// The value, or `None` with its problems recorded.
+    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    /// The value, or `fallback` with its problems recorded (the settings are refused in the end).
+    fn or<T>(&mut self, result: Result<T, ConfigError>, fallback: T) -> T {
+        self.take(result).unwrap_or(fallback)
+    }
+
+    fn positive(&mut self, get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> u64 {
+        self.or(positive(get, var, default), default)
+    }
+
+    fn per_minute(&mut self, get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u32) -> u32 {
+        let n = self.positive(get, var, u64::from(default));
+        self.or(u32::try_from(n).map_err(|_| invalid(var, "is too large".into())), default)
+    }
+
+    fn into_result<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError { problems: self.0 })
+        }
     }
 }
 
@@ -345,15 +409,11 @@ impl Settings {
         let mut vars = HashMap::new();
         let file = format!(".env.{app_env}");
         if Path::new(&file).exists() {
-            let iter = dotenvy::from_path_iter(&file).map_err(|e| ConfigError {
-                var: "APP_ENV",
-                reason: format!("names {file}, which cannot be read: {e}"),
-            })?;
+            let iter = dotenvy::from_path_iter(&file)
+                .map_err(|e| invalid("APP_ENV", format!("names {file}, which cannot be read: {e}")))?;
             for item in iter {
-                let (key, value) = item.map_err(|e| ConfigError {
-                    var: "APP_ENV",
-                    reason: format!("names {file}, which cannot be parsed: {e}"),
-                })?;
+                let (key, value) =
+                    item.map_err(|e| invalid("APP_ENV", format!("names {file}, which cannot be parsed: {e}")))?;
                 vars.insert(key, value);
             }
         }
@@ -362,18 +422,25 @@ impl Settings {
     }
 
     /// Builds and validates settings from a variable map (empty values count as unset).
+    /// Every problem found is reported in the one error, so an operator fixes them in one redeploy.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| vars.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        // A value that is at fault is recorded and replaced by its default, so the checks after it
+        // still run and find their own problems.
+        let mut problems = Problems::default();
 
         let app_env = match get("APP_ENV").as_deref() {
             None | Some("development") => AppEnv::Development,
             Some("production") => AppEnv::Production,
+            // The environment decides the other defaults: nothing after it can be judged.
             Some(other) => return Err(invalid("APP_ENV", format!("must be development or production, not {other:?}"))),
         };
         let production = app_env == AppEnv::Production;
 
         let port = match get("PORT") {
-            Some(p) => p.parse().map_err(|_| invalid("PORT", format!("must be a port number, not {p:?}")))?,
+            Some(p) => {
+                problems.or(p.parse().map_err(|_| invalid("PORT", format!("must be a port number, not {p:?}"))), 0)
+            }
             None if production => 80,
             None => 3000,
         };
@@ -381,8 +448,10 @@ impl Settings {
         let database_url = match (get("DATABASE_URL"), get("MYSQL_ADDRESS")) {
             (Some(url), _) => url,
             (None, Some(address)) => {
-                let user =
-                    get("MYSQL_USERNAME").ok_or_else(|| required("MYSQL_USERNAME", "when MYSQL_ADDRESS is set"))?;
+                let user = problems.or(
+                    get("MYSQL_USERNAME").ok_or_else(|| required("MYSQL_USERNAME", "when MYSQL_ADDRESS is set")),
+                    String::new(),
+                );
                 let password = get("MYSQL_PASSWORD").unwrap_or_default();
                 let database = get("MYSQL_DATABASE").unwrap_or_else(|| "wxtopup".into());
                 format!("mysql://{}:{}@{address}/{database}", encode(&user), encode(&password))
@@ -390,48 +459,58 @@ impl Settings {
             // A cloud hosting container's disk is neither kept nor shared between replicas: production
             // runs on SQLite only when asked to by name.
             (None, None) if production => {
-                return Err(required(
+                problems.push(required(
                     "DATABASE_URL",
                     "in production (or cloud hosting's MYSQL_ADDRESS and MYSQL_USERNAME): a container's local \
                      disk is lost on restart and not shared between replicas; set DATABASE_URL=sqlite://… to \
                      use SQLite on purpose",
-                ))
+                ));
+                String::new()
             }
             (None, None) => "sqlite://data/wxtopup.db?mode=rwc".into(),
         };
-        if !["sqlite:", "mysql:", "postgres:", "postgresql:"].iter().any(|s| database_url.starts_with(s)) {
-            return Err(invalid("DATABASE_URL", "must start with sqlite://, mysql:// or postgres://".into()));
+        let known = ["sqlite:", "mysql:", "postgres:", "postgresql:"].iter().any(|s| database_url.starts_with(s));
+        if !known && !database_url.is_empty() {
+            problems.push(invalid("DATABASE_URL", "must start with sqlite://, mysql:// or postgres://".into()));
         }
 
-        let sandbox = parse_bool("PAYMENT_SANDBOX", get("PAYMENT_SANDBOX"), !production)?;
+        let sandbox = problems.or(parse_bool("PAYMENT_SANDBOX", get("PAYMENT_SANDBOX"), !production), !production);
         // In production a simulated payment would buy real top-ups from the carrier.
-        if production && sandbox && !parse_bool("PAYMENT_ALLOW_SANDBOX", get("PAYMENT_ALLOW_SANDBOX"), false)? {
-            return Err(invalid(
+        let allow_payment_sandbox =
+            problems.or(parse_bool("PAYMENT_ALLOW_SANDBOX", get("PAYMENT_ALLOW_SANDBOX"), false), false);
+        if production && sandbox && !allow_payment_sandbox {
+            problems.push(invalid(
                 "PAYMENT_SANDBOX",
                 "is true in production; set PAYMENT_ALLOW_SANDBOX=true if that is really meant".into(),
             ));
         }
         let api_base = get("WECHAT_API_BASE").unwrap_or_else(|| "http://api.weixin.qq.com".into());
-        url::Url::parse(&api_base).map_err(|e| invalid("WECHAT_API_BASE", format!("is not a URL: {e}")))?;
+        if let Err(e) = url::Url::parse(&api_base) {
+            problems.push(invalid("WECHAT_API_BASE", format!("is not a URL: {e}")));
+        }
         let callback_path = get("WECHAT_PAYMENT_CALLBACK_PATH").unwrap_or_else(|| "/payment/callback".into());
         if !callback_path.starts_with('/') || callback_path.ends_with('/') {
-            return Err(invalid("WECHAT_PAYMENT_CALLBACK_PATH", "must start with / and not end with /".into()));
+            problems.push(invalid("WECHAT_PAYMENT_CALLBACK_PATH", "must start with / and not end with /".into()));
         }
         let refund_callback_path =
             get("WECHAT_REFUND_CALLBACK_PATH").unwrap_or_else(|| "/payment/refund-callback".into());
         if !refund_callback_path.starts_with('/') || refund_callback_path.ends_with('/') {
-            return Err(invalid("WECHAT_REFUND_CALLBACK_PATH", "must start with / and not end with /".into()));
+            problems.push(invalid("WECHAT_REFUND_CALLBACK_PATH", "must start with / and not end with /".into()));
         }
         let server_ip = match get("WECHAT_PAYMENT_SERVER_IP") {
-            Some(ip) => {
-                ip.parse().map_err(|_| invalid("WECHAT_PAYMENT_SERVER_IP", format!("is not an IP address: {ip:?}")))?
-            }
+            Some(ip) => problems.or(
+                ip.parse().map_err(|_| invalid("WECHAT_PAYMENT_SERVER_IP", format!("is not an IP address: {ip:?}"))),
+                IpAddr::from([127, 0, 0, 1]),
+            ),
             None => IpAddr::from([127, 0, 0, 1]),
         };
         let timeout_ms: u64 = match get("WECHAT_TIMEOUT_MS") {
-            Some(t) => t.parse().ok().filter(|t| *t > 0).ok_or_else(|| {
-                invalid("WECHAT_TIMEOUT_MS", format!("must be a positive number of milliseconds, not {t:?}"))
-            })?,
+            Some(t) => problems.or(
+                t.parse().ok().filter(|t| *t > 0).ok_or_else(|| {
+                    invalid("WECHAT_TIMEOUT_MS", format!("must be a positive number of milliseconds, not {t:?}"))
+                }),
+                5000,
+            ),
             None => 5000,
         };
         let wechat = WechatSettings {
@@ -447,13 +526,13 @@ impl Settings {
         };
         if !sandbox {
             if wechat.mch_id.is_none() {
-                return Err(required("WECHAT_MCH_ID", "when PAYMENT_SANDBOX is false"));
+                problems.push(required("WECHAT_MCH_ID", "when PAYMENT_SANDBOX is false"));
             }
             if wechat.env_id.is_none() {
-                return Err(required("WECHAT_ENV_ID", "(or CBR_ENV_ID) when PAYMENT_SANDBOX is false"));
+                problems.push(required("WECHAT_ENV_ID", "(or CBR_ENV_ID) when PAYMENT_SANDBOX is false"));
             }
             if wechat.callback_service.is_none() {
-                return Err(required("WECHAT_PAYMENT_CALLBACK_SERVICE", "when PAYMENT_SANDBOX is false"));
+                problems.push(required("WECHAT_PAYMENT_CALLBACK_SERVICE", "when PAYMENT_SANDBOX is false"));
             }
         }
 
@@ -466,88 +545,93 @@ impl Settings {
             None if production => TopUpProviderKind::Http,
             None => TopUpProviderKind::Sandbox,
             Some(other) => {
-                return Err(invalid("TOPUP_PROVIDER", format!("must be sandbox, http or reloadly, not {other:?}")))
+                problems.push(invalid("TOPUP_PROVIDER", format!("must be sandbox, http or reloadly, not {other:?}")));
+                // Judged as the sandbox would be: no credentials to ask for, no refusal to repeat.
+                TopUpProviderKind::Sandbox
             }
         };
-        let allow_sandbox = parse_bool("TOPUP_ALLOW_SANDBOX", get("TOPUP_ALLOW_SANDBOX"), false)?;
-        if production && provider == TopUpProviderKind::Sandbox && !allow_sandbox {
-            return Err(invalid(
+        let provider_named = matches!(get("TOPUP_PROVIDER").as_deref(), None | Some("sandbox" | "http" | "reloadly"));
+        let allow_sandbox = problems.or(parse_bool("TOPUP_ALLOW_SANDBOX", get("TOPUP_ALLOW_SANDBOX"), false), false);
+        if production && provider == TopUpProviderKind::Sandbox && !allow_sandbox && provider_named {
+            problems.push(invalid(
                 "TOPUP_PROVIDER",
                 "is sandbox in production; set TOPUP_ALLOW_SANDBOX=true if that is really meant".into(),
             ));
         }
         let reloadly = match provider {
-            TopUpProviderKind::Reloadly => Some(reloadly_settings(&get, production, allow_sandbox)?),
+            TopUpProviderKind::Reloadly => problems.take(reloadly_settings(&get, production, allow_sandbox)),
             TopUpProviderKind::Sandbox | TopUpProviderKind::Http => None,
         };
         let api_url = get("TOPUP_API_URL").map(|u| u.trim_end_matches('/').to_string());
         if provider == TopUpProviderKind::Http {
-            let url = api_url.as_deref().ok_or_else(|| required("TOPUP_API_URL", "when TOPUP_PROVIDER is http"))?;
-            url::Url::parse(url).map_err(|e| invalid("TOPUP_API_URL", format!("is not a URL: {e}")))?;
+            match api_url.as_deref().map(url::Url::parse) {
+                None => problems.push(required("TOPUP_API_URL", "when TOPUP_PROVIDER is http")),
+                Some(Err(e)) => problems.push(invalid("TOPUP_API_URL", format!("is not a URL: {e}"))),
+                Some(Ok(_)) => {}
+            }
         }
-        let topup_timeout = Duration::from_millis(positive(&get, "TOPUP_TIMEOUT_MS", 10_000)?);
+        let topup_timeout = Duration::from_millis(problems.positive(&get, "TOPUP_TIMEOUT_MS", 10_000));
         let topup =
             TopUpSettings { provider, api_url, api_token: get("TOPUP_API_TOKEN"), timeout: topup_timeout, reloadly };
 
         // A claim must outlive a query plus a submit.
         let default_lease = 2 * topup_timeout.as_secs() + 30;
         let fulfilment = FulfilmentSettings {
-            max_attempts: positive(&get, "FULFILMENT_MAX_ATTEMPTS", 6)? as u32,
-            retry_base: Duration::from_secs(positive(&get, "FULFILMENT_RETRY_BASE_SECONDS", 30)?),
-            retry_max: Duration::from_secs(positive(&get, "FULFILMENT_RETRY_MAX_SECONDS", 1800)?),
-            lease: Duration::from_secs(positive(&get, "FULFILMENT_LEASE_SECONDS", default_lease)?),
-            concurrency: positive(&get, "FULFILMENT_CONCURRENCY", 8)? as usize,
-            batch_size: positive(&get, "COMPENSATION_BATCH_SIZE", 100)?,
+            max_attempts: problems.positive(&get, "FULFILMENT_MAX_ATTEMPTS", 6) as u32,
+            retry_base: Duration::from_secs(problems.positive(&get, "FULFILMENT_RETRY_BASE_SECONDS", 30)),
+            retry_max: Duration::from_secs(problems.positive(&get, "FULFILMENT_RETRY_MAX_SECONDS", 1800)),
+            lease: Duration::from_secs(problems.positive(&get, "FULFILMENT_LEASE_SECONDS", default_lease)),
+            concurrency: problems.positive(&get, "FULFILMENT_CONCURRENCY", 8) as usize,
+            batch_size: problems.positive(&get, "COMPENSATION_BATCH_SIZE", 100),
         };
         if fulfilment.lease <= 2 * topup_timeout {
-            return Err(invalid("FULFILMENT_LEASE_SECONDS", "must exceed twice TOPUP_TIMEOUT_MS".into()));
+            problems.push(invalid("FULFILMENT_LEASE_SECONDS", "must exceed twice TOPUP_TIMEOUT_MS".into()));
         }
 
         // The sandbox answers queryorder too, so callbacks are confirmed there as well.
-        let callback_verify = parse_bool("CALLBACK_VERIFY", get("CALLBACK_VERIFY"), true)?;
+        let callback_verify = problems.or(parse_bool("CALLBACK_VERIFY", get("CALLBACK_VERIFY"), true), true);
+        let unsafe_unverified = problems.or(
+            parse_bool("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS", get("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS"), false),
+            false,
+        );
         // An unverified callback marks an order paid on an unsigned body anyone can POST.
-        if production
-            && !callback_verify
-            && !parse_bool("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS", get("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS"), false)?
-        {
-            return Err(invalid(
+        if production && !callback_verify && !unsafe_unverified {
+            problems.push(invalid(
                 "CALLBACK_VERIFY",
                 "is false in production: anyone could mark an order paid; set UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS=true if that is really meant".into(),
             ));
         }
         let admin_token = get("ADMIN_TOKEN");
         if production && admin_token.as_deref().is_some_and(|t| t.chars().count() < 32) {
-            return Err(invalid("ADMIN_TOKEN", "must be at least 32 characters in production".into()));
+            problems.push(invalid("ADMIN_TOKEN", "must be at least 32 characters in production".into()));
         }
-        let minutes = |var: &'static str, default: u64| -> Result<u32, ConfigError> {
-            u32::try_from(positive(&get, var, default)?).map_err(|_| invalid(var, "is too large".into()))
-        };
         let http = HttpSettings {
-            header_timeout: Duration::from_secs(positive(&get, "HTTP_HEADER_TIMEOUT_SECONDS", 10)?),
-            body_timeout: Duration::from_secs(positive(&get, "HTTP_BODY_TIMEOUT_SECONDS", 10)?),
-            request_timeout: Duration::from_secs(positive(&get, "HTTP_REQUEST_TIMEOUT_SECONDS", 30)?),
+            header_timeout: Duration::from_secs(problems.positive(&get, "HTTP_HEADER_TIMEOUT_SECONDS", 10)),
+            body_timeout: Duration::from_secs(problems.positive(&get, "HTTP_BODY_TIMEOUT_SECONDS", 10)),
+            request_timeout: Duration::from_secs(problems.positive(&get, "HTTP_REQUEST_TIMEOUT_SECONDS", 30)),
             limits: RateLimits {
-                orders_per_openid: minutes("RATE_LIMIT_ORDERS_PER_MINUTE", 20)?,
-                payments_per_openid: minutes("RATE_LIMIT_PAYMENTS_PER_MINUTE", 30)?,
-                callback_queries_per_order: minutes("RATE_LIMIT_CALLBACK_QUERIES_PER_MINUTE", 30)?,
-                public_per_address: minutes("RATE_LIMIT_PUBLIC_PER_MINUTE", 600)?,
+                orders_per_openid: problems.per_minute(&get, "RATE_LIMIT_ORDERS_PER_MINUTE", 20),
+                payments_per_openid: problems.per_minute(&get, "RATE_LIMIT_PAYMENTS_PER_MINUTE", 30),
+                callback_queries_per_order: problems.per_minute(&get, "RATE_LIMIT_CALLBACK_QUERIES_PER_MINUTE", 30),
+                public_per_address: problems.per_minute(&get, "RATE_LIMIT_PUBLIC_PER_MINUTE", 600),
             },
         };
 
         let lifecycle = LifecycleSettings {
             callback_verify,
-            reconcile_grace: Duration::from_secs(positive(&get, "RECONCILE_GRACE_SECONDS", 60)?),
-            order_expiry: Duration::from_secs(60 * positive(&get, "ORDER_EXPIRE_MINUTES", 30)?),
-            auto_refund_on_failure: parse_bool("AUTO_REFUND_ON_FAILURE", get("AUTO_REFUND_ON_FAILURE"), true)?,
-            refresh_interval: Duration::from_secs(positive(&get, "REFRESH_MIN_INTERVAL_SECONDS", 5)?),
-            refund_max_attempts: positive(&get, "REFUND_MAX_ATTEMPTS", 5)? as u32,
-            refund_retry_base: Duration::from_secs(positive(&get, "REFUND_RETRY_BASE_SECONDS", 60)?),
-            refund_retry_max: Duration::from_secs(positive(&get, "REFUND_RETRY_MAX_SECONDS", 3600)?),
+            reconcile_grace: Duration::from_secs(problems.positive(&get, "RECONCILE_GRACE_SECONDS", 60)),
+            order_expiry: Duration::from_secs(60 * problems.positive(&get, "ORDER_EXPIRE_MINUTES", 30)),
+            auto_refund_on_failure: problems
+                .or(parse_bool("AUTO_REFUND_ON_FAILURE", get("AUTO_REFUND_ON_FAILURE"), true), true),
+            refresh_interval: Duration::from_secs(problems.positive(&get, "REFRESH_MIN_INTERVAL_SECONDS", 5)),
+            refund_max_attempts: problems.positive(&get, "REFUND_MAX_ATTEMPTS", 5) as u32,
+            refund_retry_base: Duration::from_secs(problems.positive(&get, "REFUND_RETRY_BASE_SECONDS", 60)),
+            refund_retry_max: Duration::from_secs(problems.positive(&get, "REFUND_RETRY_MAX_SECONDS", 3600)),
             reconcile_cron: get("RECONCILE_CRON").unwrap_or_else(|| "30 * * * * *".into()),
-            order_reuse_window: Duration::from_secs(reuse_window(&get)?),
+            order_reuse_window: Duration::from_secs(problems.or(reuse_window(&get), 0)),
         };
 
-        Ok(Settings {
+        let settings = Settings {
             app_env,
             port,
             database_url,
@@ -557,21 +641,23 @@ impl Settings {
             fulfilment,
             lifecycle,
             admin_token,
-            scheduler_enabled: parse_bool("SCHEDULER_ENABLED", get("SCHEDULER_ENABLED"), true)?,
+            scheduler_enabled: problems.or(parse_bool("SCHEDULER_ENABLED", get("SCHEDULER_ENABLED"), true), true),
             compensation_cron: get("COMPENSATION_CRON").unwrap_or_else(|| "0 * * * * *".into()),
-            shutdown_grace: Duration::from_secs(positive(&get, "SHUTDOWN_GRACE_SECONDS", 10)?),
+            shutdown_grace: Duration::from_secs(problems.positive(&get, "SHUTDOWN_GRACE_SECONDS", 10)),
             alert_webhook_url: match get("ALERT_WEBHOOK_URL") {
-                Some(u) => {
-                    url::Url::parse(&u).map_err(|e| invalid("ALERT_WEBHOOK_URL", format!("is not a URL: {e}")))?;
-                    Some(u)
-                }
+                Some(u) => problems.take(
+                    url::Url::parse(&u)
+                        .map(|_| u)
+                        .map_err(|e| invalid("ALERT_WEBHOOK_URL", format!("is not a URL: {e}"))),
+                ),
                 None => None,
             },
-            alert_max_per_minute: positive(&get, "ALERT_MAX_PER_MINUTE", 20)? as u32,
+            alert_max_per_minute: problems.positive(&get, "ALERT_MAX_PER_MINUTE", 20) as u32,
             http,
-            api_docs: parse_bool("API_DOCS", get("API_DOCS"), true)?,
-            notify: notify_settings(&get)?,
-        })
+            api_docs: problems.or(parse_bool("API_DOCS", get("API_DOCS"), true), true),
+            notify: problems.or(notify_settings(&get), NotifySettings::default()),
+        };
+        problems.into_result(settings)
     }
 
     pub fn is_production(&self) -> bool {
@@ -579,19 +665,18 @@ impl Settings {
     }
 }
 
-/// The Reloadly section. Every problem in it is named in the one error returned, so an operator fixes
-/// them in one go: the first variable at fault is the error's `var`, the others follow in its reason.
+/// The Reloadly section, with every problem in it.
 fn reloadly_settings(
     get: &impl Fn(&str) -> Option<String>,
     production: bool,
     allow_sandbox: bool,
 ) -> Result<ReloadlySettings, ConfigError> {
-    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    let mut problems = Problems::default();
     let client_id = get("RELOADLY_CLIENT_ID");
     let client_secret = get("RELOADLY_CLIENT_SECRET");
     for (var, value) in [("RELOADLY_CLIENT_ID", &client_id), ("RELOADLY_CLIENT_SECRET", &client_secret)] {
         if value.is_none() {
-            problems.push((var, "is required when TOPUP_PROVIDER is reloadly".into()));
+            problems.push(required(var, "when TOPUP_PROVIDER is reloadly"));
         }
     }
     let environment = match get("RELOADLY_ENVIRONMENT").map(|e| e.to_ascii_lowercase()).as_deref() {
@@ -599,7 +684,7 @@ fn reloadly_settings(
         Some("live") => Some(ReloadlyEnvironment::Live),
         // Live credentials move real money: production names its environment.
         None if production => {
-            problems.push((
+            problems.push(invalid(
                 "RELOADLY_ENVIRONMENT",
                 "is required in production when TOPUP_PROVIDER is reloadly (sandbox or live)".into(),
             ));
@@ -607,13 +692,13 @@ fn reloadly_settings(
         }
         None => Some(ReloadlyEnvironment::Sandbox),
         Some(other) => {
-            problems.push(("RELOADLY_ENVIRONMENT", format!("must be sandbox or live, not {other:?}")));
+            problems.push(invalid("RELOADLY_ENVIRONMENT", format!("must be sandbox or live, not {other:?}")));
             None
         }
     };
     // Sandbox top-ups are never delivered: in production that sells nothing for real money.
     if production && environment == Some(ReloadlyEnvironment::Sandbox) && !allow_sandbox {
-        problems.push((
+        problems.push(invalid(
             "RELOADLY_ENVIRONMENT",
             "is sandbox in production; set TOPUP_ALLOW_SANDBOX=true if that is really meant".into(),
         ));
@@ -623,11 +708,11 @@ fn reloadly_settings(
         match url::Url::parse(&value) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(value.trim_end_matches('/').to_string()),
             Ok(_) => {
-                problems.push((var, "must be an http or https URL".into()));
+                problems.push(invalid(var, "must be an http or https URL".into()));
                 None
             }
             Err(e) => {
-                problems.push((var, format!("is not a URL: {e}")));
+                problems.push(invalid(var, format!("is not a URL: {e}")));
                 None
             }
         }
@@ -636,17 +721,12 @@ fn reloadly_settings(
     let api_url = url("RELOADLY_API_URL", environment.map(ReloadlyEnvironment::audience));
     match (client_id, client_secret, environment, auth_url, api_url) {
         (Some(client_id), Some(client_secret), Some(environment), Some(auth_url), Some(api_url))
-            if problems.is_empty() =>
+            if problems.0.is_empty() =>
         {
             Ok(ReloadlySettings { client_id, client_secret, environment, auth_url, api_url })
         }
-        _ => {
-            let mut problems = problems.into_iter();
-            let (var, first) = problems.next().unwrap_or(("RELOADLY_ENVIRONMENT", "could not be read".into()));
-            let rest: Vec<String> = problems.map(|(var, reason)| format!("{var} {reason}")).collect();
-            let reason = if rest.is_empty() { first } else { format!("{first}; {}", rest.join("; ")) };
-            Err(invalid(var, reason))
-        }
+        // Every `None` above recorded its problem.
+        _ => Err(ConfigError { problems: problems.0 }),
     }
 }
 
@@ -684,11 +764,11 @@ fn parse_bool(var: &'static str, value: Option<String>, default: bool) -> Result
 }
 
 fn invalid(var: &'static str, reason: String) -> ConfigError {
-    ConfigError { var, reason }
+    ConfigError { problems: vec![Problem { var, reason }] }
 }
 
 fn required(var: &'static str, when: &str) -> ConfigError {
-    ConfigError { var, reason: format!("is required {when}") }
+    invalid(var, format!("is required {when}"))
 }
 
 /// Percent-encodes a URL userinfo part (passwords may hold `@`, `:` or `/`).
@@ -718,8 +798,46 @@ mod tests {
     fn production_names_the_missing_merchant() {
         let err =
             Settings::from_vars(&vars(&[("APP_ENV", "production"), ("DATABASE_URL", "mysql://u@db/w")])).unwrap_err();
-        assert_eq!(err.var, "WECHAT_MCH_ID");
+        assert_eq!(err.var(), "WECHAT_MCH_ID");
         assert!(err.to_string().contains("WECHAT_MCH_ID"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Settings::from_vars(&vars(&[
+            ("APP_ENV", "production"),
+            ("PORT", "eighty"),
+            ("FULFILMENT_MAX_ATTEMPTS", "0"),
+            ("ALERT_WEBHOOK_URL", "not a url"),
+            ("CALLBACK_VERIFY", "maybe"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.vars(),
+            [
+                "PORT",
+                "DATABASE_URL",
+                "WECHAT_MCH_ID",
+                "WECHAT_ENV_ID",
+                "WECHAT_PAYMENT_CALLBACK_SERVICE",
+                "TOPUP_API_URL",
+                "FULFILMENT_MAX_ATTEMPTS",
+                "CALLBACK_VERIFY",
+                "ALERT_WEBHOOK_URL",
+            ]
+        );
+        let printed = err.to_string();
+        assert!(printed.starts_with("invalid configuration, 9 problems:\n  - PORT must be a port number"), "{printed}");
+        assert_eq!(printed.lines().count(), 10, "{printed}");
+        // A single problem stays one line.
+        let one = production(&[("ADMIN_TOKEN", "short-token")]).unwrap_err().to_string();
+        assert_eq!(one, "invalid configuration: ADMIN_TOKEN must be at least 32 characters in production");
+    }
+
+    #[test]
+    fn an_unknown_carrier_is_named_once_not_also_as_the_sandbox() {
+        let err = production(&[("TOPUP_PROVIDER", "carrier-x")]).unwrap_err();
+        assert_eq!(err.vars(), ["TOPUP_PROVIDER"], "{err}");
     }
 
     #[test]
@@ -751,7 +869,7 @@ mod tests {
             ("TOPUP_API_URL", "http://carrier"),
         ];
         let err = Settings::from_vars(&vars(&settings)).unwrap_err();
-        assert_eq!(err.var, "DATABASE_URL");
+        assert_eq!(err.var(), "DATABASE_URL");
         assert!(err.to_string().contains("MYSQL_ADDRESS") && err.to_string().contains("sqlite://"), "{err}");
         settings.push(("DATABASE_URL", "sqlite:///data/wxtopup.db?mode=rwc"));
         assert!(Settings::from_vars(&vars(&settings)).unwrap().database_url.starts_with("sqlite:"));
@@ -775,10 +893,10 @@ mod tests {
             ("WECHAT_PAYMENT_CALLBACK_SERVICE", "pay"),
         ];
         let err = Settings::from_vars(&vars(&base)).unwrap_err();
-        assert_eq!(err.var, "TOPUP_API_URL");
+        assert_eq!(err.var(), "TOPUP_API_URL");
         let mut sandbox = base.to_vec();
         sandbox.push(("TOPUP_PROVIDER", "sandbox"));
-        assert_eq!(Settings::from_vars(&vars(&sandbox)).unwrap_err().var, "TOPUP_PROVIDER");
+        assert_eq!(Settings::from_vars(&vars(&sandbox)).unwrap_err().var(), "TOPUP_PROVIDER");
         sandbox.push(("TOPUP_ALLOW_SANDBOX", "true"));
         assert_eq!(Settings::from_vars(&vars(&sandbox)).unwrap().topup.provider, TopUpProviderKind::Sandbox);
     }
@@ -791,7 +909,7 @@ mod tests {
             ("PAYMENT_SANDBOX", "true"),
             ("TOPUP_API_URL", "http://carrier"),
         ];
-        assert_eq!(Settings::from_vars(&vars(&base)).unwrap_err().var, "PAYMENT_SANDBOX");
+        assert_eq!(Settings::from_vars(&vars(&base)).unwrap_err().var(), "PAYMENT_SANDBOX");
         let mut allowed = base.to_vec();
         allowed.push(("PAYMENT_ALLOW_SANDBOX", "true"));
         assert!(Settings::from_vars(&vars(&allowed)).unwrap().wechat.sandbox);
@@ -812,7 +930,7 @@ mod tests {
 
     #[test]
     fn production_refuses_unverified_callbacks_unless_loudly_allowed() {
-        assert_eq!(production(&[("CALLBACK_VERIFY", "false")]).unwrap_err().var, "CALLBACK_VERIFY");
+        assert_eq!(production(&[("CALLBACK_VERIFY", "false")]).unwrap_err().var(), "CALLBACK_VERIFY");
         let allowed = production(&[("CALLBACK_VERIFY", "false"), ("UNSAFE_ACCEPT_UNVERIFIED_CALLBACKS", "true")]);
         assert!(!allowed.unwrap().lifecycle.callback_verify);
         assert!(production(&[]).unwrap().lifecycle.callback_verify);
@@ -820,7 +938,7 @@ mod tests {
 
     #[test]
     fn production_refuses_a_short_admin_token() {
-        assert_eq!(production(&[("ADMIN_TOKEN", "short-token")]).unwrap_err().var, "ADMIN_TOKEN");
+        assert_eq!(production(&[("ADMIN_TOKEN", "short-token")]).unwrap_err().var(), "ADMIN_TOKEN");
         assert!(production(&[("ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")]).is_ok());
         // Development takes any token.
         assert!(Settings::from_vars(&vars(&[("ADMIN_TOKEN", "dev")])).is_ok());
@@ -867,15 +985,15 @@ mod tests {
     #[test]
     fn reloadly_names_every_missing_credential_in_one_error() {
         let err = Settings::from_vars(&vars(&[("TOPUP_PROVIDER", "reloadly")])).unwrap_err();
-        assert_eq!(err.var, "RELOADLY_CLIENT_ID");
+        assert_eq!(err.var(), "RELOADLY_CLIENT_ID");
         assert_eq!(
             err.to_string(),
-            "invalid configuration: RELOADLY_CLIENT_ID is required when TOPUP_PROVIDER is reloadly; \
-             RELOADLY_CLIENT_SECRET is required when TOPUP_PROVIDER is reloadly"
+            "invalid configuration, 2 problems:\n  - RELOADLY_CLIENT_ID is required when TOPUP_PROVIDER is reloadly\
+             \n  - RELOADLY_CLIENT_SECRET is required when TOPUP_PROVIDER is reloadly"
         );
         let err =
             Settings::from_vars(&vars(&[("TOPUP_PROVIDER", "reloadly"), ("RELOADLY_CLIENT_ID", "id")])).unwrap_err();
-        assert_eq!(err.var, "RELOADLY_CLIENT_SECRET");
+        assert_eq!(err.var(), "RELOADLY_CLIENT_SECRET");
     }
 
     #[test]
@@ -885,7 +1003,7 @@ mod tests {
         for var in ["RELOADLY_CLIENT_ID", "RELOADLY_CLIENT_SECRET", "RELOADLY_ENVIRONMENT"] {
             assert!(printed.contains(var), "{printed}");
         }
-        assert_eq!(production(&RELOADLY).unwrap_err().var, "RELOADLY_ENVIRONMENT");
+        assert_eq!(production(&RELOADLY).unwrap_err().var(), "RELOADLY_ENVIRONMENT");
         let mut live = RELOADLY.to_vec();
         live.push(("RELOADLY_ENVIRONMENT", "live"));
         let r = production(&live).unwrap().topup.reloadly.unwrap();
@@ -893,7 +1011,7 @@ mod tests {
         assert_eq!(r.api_url, "https://topups.reloadly.com");
         let mut sandbox = RELOADLY.to_vec();
         sandbox.push(("RELOADLY_ENVIRONMENT", "sandbox"));
-        assert_eq!(production(&sandbox).unwrap_err().var, "RELOADLY_ENVIRONMENT");
+        assert_eq!(production(&sandbox).unwrap_err().var(), "RELOADLY_ENVIRONMENT");
         sandbox.push(("TOPUP_ALLOW_SANDBOX", "true"));
         assert_eq!(production(&sandbox).unwrap().topup.reloadly.unwrap().environment, ReloadlyEnvironment::Sandbox);
     }
@@ -912,7 +1030,7 @@ mod tests {
             let mut bad = RELOADLY.to_vec();
             bad.push((var, value));
             let err = Settings::from_vars(&vars(&bad)).unwrap_err();
-            assert_eq!(err.var, var, "{value}");
+            assert_eq!(err.var(), var, "{value}");
         }
         // Several at once: each is named.
         let mut bad = RELOADLY.to_vec();
@@ -931,7 +1049,7 @@ mod tests {
     #[test]
     fn empty_placeholders_count_as_unset() {
         let err = Settings::from_vars(&vars(&[("PAYMENT_SANDBOX", "false"), ("WECHAT_MCH_ID", "")])).unwrap_err();
-        assert_eq!(err.var, "WECHAT_MCH_ID");
+        assert_eq!(err.var(), "WECHAT_MCH_ID");
     }
 
     #[test]
@@ -948,7 +1066,7 @@ mod tests {
             ("SCHEDULER_ENABLED", "sometimes"),
         ] {
             let err = Settings::from_vars(&vars(&[(var, value)])).unwrap_err();
-            assert_eq!(err.var, var, "{value}");
+            assert_eq!(err.var(), var, "{value}");
         }
     }
 }

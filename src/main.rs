@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
-            // Tracing is configured from the settings, so this one line goes straight to stderr.
+            // Tracing is configured from the settings, so this goes straight to stderr.
             eprintln!("{error}");
             return ExitCode::from(2);
         }

@@ -29,3 +29,31 @@ fn an_unknown_command_is_refused_with_the_usage() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("unknown command") && text.contains("usage:"), "{text}");
 }
+
+#[test]
+fn production_refuses_to_start_naming_every_missing_setting_at_once() {
+    // Away from the repository's .env files: only what is passed here counts.
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wxtopup"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("APP_ENV", "production")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stderr);
+    for var in [
+        "DATABASE_URL",
+        "MYSQL_ADDRESS",
+        "WECHAT_MCH_ID",
+        "WECHAT_ENV_ID",
+        "WECHAT_PAYMENT_CALLBACK_SERVICE",
+        "TOPUP_API_URL",
+    ] {
+        assert!(text.contains(var), "{var} is not named: {text}");
+    }
+    assert!(text.contains("5 problems"), "{text}");
+    // Nothing was created: no local database file in the working directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
