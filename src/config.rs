@@ -259,7 +259,7 @@ impl fmt::Debug for ReloadlySettings {
 
 #[derive(Clone, Debug)]
 pub struct FulfilmentSettings {
-    /// Attempts (claims) before an order whose outcome stays unknown or pending is marked failed.
+    /// Attempts (claims) before an order whose outcome stays unknown or pending is left `unresolved`.
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_max: Duration,

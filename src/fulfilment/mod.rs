@@ -32,7 +32,7 @@ use rand::distr::Alphanumeric;
 use rand::Rng;
 use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
@@ -78,7 +78,7 @@ pub fn provider_from_settings(settings: &TopUpSettings) -> Result<Arc<dyn TopUpP
 }
 
 /// Delivers paid orders. Cheap to clone; all clones share one worker identity, one task tracker and one
-/// record of the carrier calls in flight.
+/// record of the orders in hand.
 #[derive(Clone)]
 pub struct Fulfiller {
     inner: Arc<Inner>,
@@ -90,29 +90,37 @@ struct Inner {
     settings: FulfilmentSettings,
     worker: String,
     tasks: TaskTracker,
-    /// Orders whose carrier call is running in this process: their claims are never handed over.
-    calling: Mutex<HashSet<String>>,
+    /// Orders an attempt of this process is working on (from before its claim to its last write, or a
+    /// carrier query for an operator), with how many: their claims are never handed over.
+    in_hand: Mutex<HashMap<String, usize>>,
 }
 
-/// Marks an order's carrier call as running for as long as it lives.
-struct CallInFlight<'a> {
-    calling: &'a Mutex<HashSet<String>>,
+/// Counts an order as in hand for as long as it lives. Counted, not flagged: a second attempt at the
+/// same order in this process (a duplicate callback) that finds nothing to claim must not un-mark the
+/// first one's.
+struct InHand<'a> {
+    in_hand: &'a Mutex<HashMap<String, usize>>,
     order_number: String,
 }
 
-impl<'a> CallInFlight<'a> {
-    fn start(calling: &'a Mutex<HashSet<String>>, order_number: &str) -> Self {
-        if let Ok(mut set) = calling.lock() {
-            set.insert(order_number.to_string());
+impl<'a> InHand<'a> {
+    fn hold(in_hand: &'a Mutex<HashMap<String, usize>>, order_number: &str) -> Self {
+        if let Ok(mut held) = in_hand.lock() {
+            *held.entry(order_number.to_string()).or_insert(0) += 1;
         }
-        CallInFlight { calling, order_number: order_number.to_string() }
+        InHand { in_hand, order_number: order_number.to_string() }
     }
 }
 
-impl Drop for CallInFlight<'_> {
+impl Drop for InHand<'_> {
     fn drop(&mut self) {
-        if let Ok(mut set) = self.calling.lock() {
-            set.remove(&self.order_number);
+        if let Ok(mut held) = self.in_hand.lock() {
+            if let Some(count) = held.get_mut(&self.order_number) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    held.remove(&self.order_number);
+                }
+            }
         }
     }
 }
@@ -128,7 +136,7 @@ impl Fulfiller {
     pub fn new(db: DatabaseConnection, provider: Arc<dyn TopUpProvider>, settings: FulfilmentSettings) -> Self {
         let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(10).map(char::from).collect();
         let worker = format!("w-{suffix}");
-        let inner = Inner { db, provider, settings, worker, tasks: TaskTracker::new(), calling: Mutex::default() };
+        let inner = Inner { db, provider, settings, worker, tasks: TaskTracker::new(), in_hand: Mutex::default() };
         Fulfiller { inner: Arc::new(inner) }
     }
 
@@ -166,6 +174,9 @@ impl Fulfiller {
         if !is_due(&seen, now_utc()) {
             return Ok(FulfilOutcome::NotClaimed);
         }
+        // In hand from before the claim to the last write: shutdown hands over no claim of this attempt,
+        // neither between its claim and first call nor between a query and the submit it leads to.
+        let _in_hand = InHand::hold(&self.inner.in_hand, order_number);
         let Some(claim) = self.claim(&seen).await? else {
             return Ok(FulfilOutcome::NotClaimed);
         };
@@ -223,10 +234,7 @@ impl Fulfiller {
     async fn query(&self, claim: &Claim) -> Result<(Answer, Option<String>), DbErr> {
         let number = &claim.order.order_number;
         let started = Instant::now();
-        let answer = {
-            let _in_flight = CallInFlight::start(&self.inner.calling, number);
-            self.inner.provider.query(number).await
-        };
+        let answer = self.inner.provider.query(number).await;
         let (answer, message) = match answer {
             Ok(Some(receipt)) => receipt_answer(receipt),
             Ok(None) => (Answer::NeverReceived, None),
@@ -250,10 +258,7 @@ impl Fulfiller {
             country: order.country.clone().unwrap_or_default(),
         };
         let started = Instant::now();
-        let answer = {
-            let _in_flight = CallInFlight::start(&self.inner.calling, &order.order_number);
-            self.inner.provider.submit(&request).await
-        };
+        let answer = self.inner.provider.submit(&request).await;
         let (answer, message) = match answer {
             Ok(receipt) => receipt_answer(receipt),
             Err(ProviderError::Refused(m)) => (Answer::Refused, Some(m)),
@@ -400,7 +405,7 @@ impl Fulfiller {
     /// unresolved order; `None` when the carrier says otherwise or cannot be asked.
     pub async fn proof_of_non_delivery(&self, order_number: &str) -> Option<String> {
         let answer = {
-            let _in_flight = CallInFlight::start(&self.inner.calling, order_number);
+            let _in_hand = InHand::hold(&self.inner.in_hand, order_number);
             self.inner.provider.query(order_number).await
         };
         tracing::info!(order_number, answer = ?answer.as_ref().map(|r| r.as_ref().map(|r| r.state)), "carrier asked for proof of non-delivery");
@@ -423,13 +428,13 @@ impl Fulfiller {
         self.release_claims().await
     }
 
-    /// Expires the leases this worker holds whose carrier call is not running ([`policy::may_release`]).
-    /// A claim whose call is still on the wire keeps its lease to its natural expiry, which outlasts the
-    /// call's timeout: handing it over now could put a second submit on the wire beside this one.
+    /// Expires the leases this worker holds that no attempt has in hand ([`policy::may_release`]). A
+    /// claim still being worked on keeps its lease to its natural expiry, which outlasts the call's
+    /// timeout: handing it over now could put a second submit on the wire beside this one's.
     pub async fn release_claims(&self) -> Result<u64, DbErr> {
-        let calling: Vec<String> = match self.inner.calling.lock() {
+        let in_hand: Vec<String> = match self.inner.in_hand.lock() {
             Ok(_) if policy::may_release(true) => Vec::new(),
-            Ok(set) => set.iter().cloned().collect(),
+            Ok(held) => held.keys().cloned().collect(),
             // A poisoned record of calls: release nothing rather than something in flight.
             Err(_) => return Ok(0),
         };
@@ -438,7 +443,7 @@ impl Fulfiller {
             .col_expr(order::Column::LeaseExpiresAt, Expr::value(now_utc()))
             .filter(order::Column::Status.eq(OrderStatus::Recharging))
             .filter(order::Column::LeaseOwner.eq(self.worker()))
-            .filter(order::Column::OrderNumber.is_not_in(calling))
+            .filter(order::Column::OrderNumber.is_not_in(in_hand))
             .exec(&self.inner.db)
             .await?;
         if result.rows_affected > 0 {

@@ -381,3 +381,70 @@ async fn shutdown_releases_an_idle_claim_at_once() {
     assert_eq!(order.lease_owner, None, "the idle claim is given back");
     assert!(order.lease_expires_at.unwrap() <= now_utc(), "another replica may take it at once");
 }
+
+/// A carrier that has never heard of the reference, answering the query only when told to; it
+/// delivers every submit.
+#[derive(Default)]
+struct GatedCarrier {
+    queried: tokio::sync::Notify,
+    answer_query: tokio::sync::Notify,
+    submits: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl wxtopup::fulfilment::TopUpProvider for GatedCarrier {
+    async fn submit(
+        &self,
+        _: &wxtopup::fulfilment::TopUpRequest,
+    ) -> Result<wxtopup::fulfilment::Receipt, wxtopup::fulfilment::ProviderError> {
+        self.submits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(wxtopup::fulfilment::Receipt {
+            state: wxtopup::fulfilment::TopUpState::Delivered,
+            provider_reference: Some("C-1".into()),
+            message: None,
+        })
+    }
+
+    async fn query(&self, _: &str) -> Result<Option<wxtopup::fulfilment::Receipt>, wxtopup::fulfilment::ProviderError> {
+        self.queried.notify_one();
+        self.answer_query.notified().await;
+        Ok(None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_keeps_a_claim_between_its_query_and_the_submit_it_leads_to() {
+    let app = spawn_app().await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    // A submit may have been made before: the attempt queries first, and submits on "never received".
+    app.set(&number, vec![(order::Column::Submitted, Expr::value(true))]).await;
+    let carrier = std::sync::Arc::new(GatedCarrier::default());
+    let fulfiller = wxtopup::fulfilment::Fulfiller::new(
+        app.state.db.clone(),
+        carrier.clone(),
+        app.state.settings.fulfilment.clone(),
+    );
+    let attempt = tokio::spawn({
+        let (fulfiller, number) = (fulfiller.clone(), number.clone());
+        async move { fulfiller.fulfil_order(&number).await }
+    });
+    carrier.queried.notified().await;
+    // Hold up the attempt between its calls: on SQLite the pool's one connection is taken, so the
+    // attempt waits to record the query's answer with no carrier call running (elsewhere the window
+    // is only as long as that write, and this test guards rather than reproduces).
+    let hold = sea_orm::TransactionTrait::begin(&app.state.db).await.unwrap();
+    carrier.answer_query.notify_one();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let release = tokio::spawn({
+        let fulfiller = fulfiller.clone();
+        async move { fulfiller.release_claims().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hold.commit().await.unwrap();
+
+    assert_eq!(release.await.unwrap().unwrap(), 0, "the claim in hand is not released");
+    assert_eq!(attempt.await.unwrap().unwrap(), FulfilOutcome::Delivered);
+    assert_eq!(carrier.submits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "success");
+}
