@@ -1041,6 +1041,7 @@
     const params = new URLSearchParams({
       status: $('filter-status').value,
       anomaly: String($('filter-anomaly').checked),
+      refundFailed: String($('filter-refund-failed').checked),
       q: $('filter-q').value.trim(),
       page: String(state.admin.page),
       pageSize: String(state.admin.pageSize),
@@ -1343,6 +1344,16 @@
     });
   }
 
+  /** Replaces a failed refund WeChat proves it never paid with a new number for the same amount. */
+  async function replaceRefund(orderNumber, outRefundNo, button) {
+    await busy(button, async () => {
+      const refund = await api('/admin/refunds/' + encodeURIComponent(outRefundNo) + '/replace', { method: 'POST', as: 'admin' });
+      notify(refund.outRefundNo === outRefundNo ? refundNotice(refund)
+        : 'Refund ' + outRefundNo + ' replaced. ' + refundNotice(refund), 'ok');
+      afterAction(orderNumber);
+    });
+  }
+
   async function retryOrder(orderNumber, button) {
     await busy(button, async () => {
       const order = await api('/admin/orders/' + encodeURIComponent(orderNumber) + '/retry', { method: 'POST', as: 'admin' });
@@ -1409,7 +1420,7 @@
         : { kind: 'order', title: 'Delivered', body: o.providerReference ? 'carrier ref ' + o.providerReference : null, tone: 'good' });
     }
     for (const r of history.refunds) {
-      const settled = r.status === 'success' || r.status === 'failed';
+      const settled = r.status === 'success' || r.status === 'failed' || r.status === 'replaced';
       const opened = add(r.createdAt, {
         kind: 'refund',
         title: 'Refund ' + yuan(r.amount) + ' opened',
@@ -1420,16 +1431,21 @@
       if (settled) {
         add(r.updatedAt, {
           kind: 'refund',
-          title: 'Refund ' + yuan(r.amount) + ' ' + (r.status === 'success' ? 'completed' : 'failed'),
+          title: 'Refund ' + yuan(r.amount) + ' ' + ({ success: 'completed', failed: 'failed', replaced: 'replaced' }[r.status]),
           outcome: r.status,
           body: [r.refundId ? 'refund id ' + r.refundId : null, r.lastError, r.attempts ? r.attempts + ' attempt(s)' : null].filter(Boolean).join(' · '),
-          tone: r.status === 'success' ? 'good' : 'bad',
-          action: r.status === 'failed' ? {
+          tone: r.status === 'success' ? 'good' : r.status === 'replaced' ? null : 'bad',
+          actions: r.status === 'failed' ? [{
             text: 'Retry refund',
             testid: 'refund-retry',
             label: 'Retry refund ' + r.outRefundNo,
             run: (button) => retryRefund(o.orderNumber, r.outRefundNo, button),
-          } : null,
+          }, {
+            text: 'Replace refund',
+            testid: 'refund-replace',
+            label: 'Replace refund ' + r.outRefundNo + ' with a new number (only if WeChat proves it never paid it)',
+            run: (button) => replaceRefund(o.orderNumber, r.outRefundNo, button),
+          }] : null,
         });
       } else {
         if (opened && r.lastError) opened.body += ' · last error: ' + r.lastError;
@@ -1483,12 +1499,12 @@
       h('span', { class: 'tl-time' }, timeEl(e.at, preciseFormat))));
     if (e.body) li.append(h('div', { class: 'tl-body', text: e.body }));
     if (e.hint) li.append(h('div', { class: 'tl-hint', 'data-testid': 'refund-waiting', text: e.hint }));
-    if (e.action) {
-      const action = e.action;
-      li.append(h('div', { class: 'tl-actions' }, h('button', {
+    const actions = e.actions || (e.action ? [e.action] : []);
+    if (actions.length) {
+      li.append(h('div', { class: 'tl-actions' }, ...actions.map((action) => h('button', {
         type: 'button', class: 'secondary small', 'data-testid': action.testid, 'aria-label': action.label || null, text: action.text,
         onclick: (ev) => action.run(ev.currentTarget),
-      })));
+      }))));
     }
     if (e.raw) {
       li.append(h('details', null, h('summary', { text: 'Headers and body' }),
@@ -1715,6 +1731,7 @@
     });
     $('filter-status').addEventListener('change', () => { state.admin.page = 1; loadAdminOrders(); });
     $('filter-anomaly').addEventListener('change', () => { state.admin.page = 1; loadAdminOrders(); });
+    $('filter-refund-failed').addEventListener('change', () => { state.admin.page = 1; loadAdminOrders(); });
     $('recon-refresh').addEventListener('click', refreshOverview);
     $('stats-range').addEventListener('submit', applyStatsRange);
     $('stats-default').addEventListener('click', () => {

@@ -270,6 +270,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::admin::refund_order))
         .routes(routes!(routes::admin::mark_delivered))
         .routes(routes!(routes::admin::retry_refund))
+        .routes(routes!(routes::admin::replace_refund))
         .routes(routes!(routes::admin::reconciliation))
         .routes(routes!(routes::admin::list_alerts))
         .routes(routes!(routes::admin::get_stats))

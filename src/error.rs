@@ -72,6 +72,8 @@ error_codes! {
     RefundNeedsProof => CONFLICT, "REFUND_NEEDS_PROOF",
         "an unresolved order is refunded only on the carrier's proof of non-delivery, or with force";
     RefundNotRetryable => CONFLICT, "REFUND_NOT_RETRYABLE", "only failed refunds can be retried";
+    RefundNotReplaceable => CONFLICT, "REFUND_NOT_REPLACEABLE",
+        "a failed refund is replaced only when WeChat proves it never paid it (no such refund, or closed)";
     ProductUnavailable => CONFLICT, "PRODUCT_UNAVAILABLE", "the product is not on sale (disabled by an operator)";
     ProductCodeTaken => CONFLICT, "PRODUCT_CODE_TAKEN", "another product already has this code";
     IdempotencyKeyInUse => CONFLICT, "IDEMPOTENCY_KEY_IN_USE",
@@ -244,6 +246,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::RefundNotRetryable(status) => {
                 (C::RefundNotRetryable, format!("refund is {status}; only failed refunds can be retried"))
             }
+            ServiceError::RefundNotReplaceable(answer) => (
+                C::RefundNotReplaceable,
+                format!(
+                    "WeChat's answer ({answer}) does not prove the refund was never paid; retry it under the same \
+                     number, or settle it in the WeChat Pay merchant platform"
+                ),
+            ),
             ServiceError::RefundAmount(left) => (
                 C::InvalidRefundAmount,
                 format!("refund amount must be more than 0.00 and at most {left}, the amount not yet refunded"),

@@ -2,8 +2,8 @@ use sea_orm::entity::prelude::{DeriveActiveEnum, EnumIter, StringLen};
 use std::fmt;
 
 /// Where one refund stands. Its amount stays counted against the order (`refund_requested`) in every
-/// state: a refund that WeChat refused or failed is retried or settled by an operator with the same
-/// `out_refund_no`, never silently replaced.
+/// state: a refund that WeChat refused or failed is retried by an operator with the same
+/// `out_refund_no`, or replaced by a new one only once WeChat proves it never paid it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum RefundStatus {
@@ -18,6 +18,10 @@ pub enum RefundStatus {
     /// Refused for good, or failed at WeChat: needs an operator (`POST /admin/refunds/{n}/retry`).
     #[sea_orm(string_value = "failed")]
     Failed,
+    /// Failed, and WeChat proved it never paid it back (it has no such refund, or closed it): an
+    /// operator replaced it with a new `out_refund_no` for the same amount, which now counts instead.
+    #[sea_orm(string_value = "replaced")]
+    Replaced,
 }
 
 impl RefundStatus {
@@ -30,11 +34,18 @@ impl RefundStatus {
             RefundStatus::Submitted => "submitted",
             RefundStatus::Success => "success",
             RefundStatus::Failed => "failed",
+            RefundStatus::Replaced => "replaced",
         }
     }
 
     pub fn is_open(self) -> bool {
         Self::OPEN.contains(&self)
+    }
+
+    /// Nothing is left to do under this number: paid back, or replaced by a newer refund (which then
+    /// carries the money). An order is refunded once all of its refunds are settled.
+    pub fn is_settled(self) -> bool {
+        matches!(self, RefundStatus::Success | RefundStatus::Replaced)
     }
 }
 

@@ -226,6 +226,8 @@ pub struct AdminOrdersQuery {
     pub status: Option<String>,
     /// `true`: only orders with a payment anomaly.
     pub anomaly: Option<bool>,
+    /// `true`: only orders with a `failed` refund (an operator retries or replaces it).
+    pub refund_failed: Option<bool>,
     /// An order number or a phone number, matched exactly.
     pub q: Option<String>,
     /// 1-based page number, 1 to 1000000 (default 1).
@@ -236,12 +238,12 @@ pub struct AdminOrdersQuery {
     pub page_size: Option<u64>,
 }
 
-/// Every order, newest first, filtered by status, anomalies, or an order/phone number.
+/// Every order, newest first, filtered by status, anomalies, failed refunds, or an order/phone number.
 #[utoipa::path(get, path = "/admin/orders", operation_id = "admin_list_orders", tag = "admin", security(("admin" = [])),
     params(AdminOrdersQuery),
     responses(
         (status = 200, description = "One page of orders", body = AdminOrderPage),
-        (status = 400, description = "`INVALID_REQUEST`: unknown status, anomaly not true or false, page out of range, or an unknown parameter", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: unknown status, anomaly or refundFailed not true or false, page out of range, or an unknown parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
@@ -260,7 +262,12 @@ pub async fn list_orders(
         ),
         None => None,
     };
-    let filter = OrderFilter { status, anomalies_only: query.anomaly.unwrap_or(false), search: query.q };
+    let filter = OrderFilter {
+        status,
+        anomalies_only: query.anomaly.unwrap_or(false),
+        failed_refunds_only: query.refund_failed.unwrap_or(false),
+        search: query.q,
+    };
     let (items, total) = admin::list_orders(&state.db, &filter, paging).await?;
     let items = items.into_iter().map(AdminOrderResponse::try_from).collect::<Result<_, _>>()?;
     Ok(Json(AdminOrderPage { items, page, page_size, total }))
@@ -408,6 +415,36 @@ pub async fn retry_refund(
     Ok(Json(refund.into()))
 }
 
+/// Replaces a `failed` refund that WeChat proves it never paid (it has no such refund, or closed it) with
+/// a new `out_refund_no` for the same amount, and sends that. WeChat is asked first: a refund it did or
+/// is doing is recorded as such instead; any other answer changes nothing (409).
+#[utoipa::path(post, path = "/admin/refunds/{outRefundNo}/replace", tag = "admin", security(("admin" = [])),
+    params(("outRefundNo" = String, Path, example = "RORD1763900000000Ab3x01")),
+    responses(
+        (status = 200, description = "The new refund as far as it got, or the old one if WeChat did it after all", body = RefundResponse),
+        (status = 400, description = "`INVALID_REQUEST`: the path is not UTF-8", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: wrong or missing bearer token", body = ErrorBody),
+        (status = 404, description = "`REFUND_NOT_FOUND`; `NOT_FOUND`: no ADMIN_TOKEN configured", body = ErrorBody),
+        (status = 409, description = "`REFUND_NOT_RETRYABLE`: only failed refunds; `REFUND_NOT_REPLACEABLE`: WeChat's answer proves nothing; `ORDER_CHANGED`", body = ErrorBody),
+        (status = 502, description = "`WECHAT_ERROR`: WeChat could not be asked; nothing changed", body = ErrorBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorBody),
+    ))]
+pub async fn replace_refund(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(out_refund_no): ApiPath<String>,
+) -> Result<Json<RefundResponse>, ApiError> {
+    let task_state = state.clone();
+    let refund = lifecycle::to_completion(async move {
+        let policy = lifecycle::refund_policy(&task_state);
+        let refund = refunds::replace_refund(&task_state.db, &task_state.wechat, &out_refund_no, &policy).await?;
+        lifecycle::react(&task_state, Happened::Refund(refund.clone()));
+        Ok::<_, crate::services::ServiceError>(refund)
+    })
+    .await??;
+    Ok(Json(refund.into()))
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundResponse {
@@ -418,7 +455,8 @@ pub struct RefundResponse {
     pub reason: String,
     /// `operator`, `auto_failed`, `auto_closed`.
     pub source: String,
-    /// `pending`, `submitted`, `success`, `failed`.
+    /// `pending`, `submitted`, `success`, `failed`, `replaced` (WeChat proved it never paid it; a newer
+    /// refund took its place).
     pub status: String,
     pub refund_id: Option<String>,
     pub attempts: i32,

@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFi
 
 use super::orders::find_by_number;
 use super::ServiceError;
-use crate::domain::{OrderEvent, OrderStatus, Paging};
+use crate::domain::{OrderEvent, OrderStatus, Paging, RefundStatus};
 use crate::entities::{fulfilment_attempt, notification, order, payment_event, refund};
 use crate::lifecycle::{transition, Moved};
 
@@ -15,6 +15,8 @@ pub struct OrderFilter {
     pub status: Option<OrderStatus>,
     /// Only orders with a recorded anomaly.
     pub anomalies_only: bool,
+    /// Only orders with a refund that failed (and waits for an operator).
+    pub failed_refunds_only: bool,
     pub search: Option<String>,
 }
 
@@ -29,6 +31,14 @@ pub async fn list_orders(
     }
     if filter.anomalies_only {
         query = query.filter(order::Column::Anomaly.is_not_null());
+    }
+    if filter.failed_refunds_only {
+        let failed = sea_orm::sea_query::Query::select()
+            .column(refund::Column::OrderNumber)
+            .from(refund::Entity)
+            .and_where(refund::Column::Status.eq(RefundStatus::Failed))
+            .to_owned();
+        query = query.filter(order::Column::OrderNumber.in_subquery(failed));
     }
     if let Some(search) = filter.search.as_deref().filter(|s| !s.is_empty()) {
         query = query.filter(

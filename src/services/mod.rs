@@ -42,6 +42,9 @@ pub enum ServiceError {
     RefundNotFound,
     #[error("refund is {0}")]
     RefundNotRetryable(crate::domain::RefundStatus),
+    /// A failed refund is replaced only on WeChat's proof that it never paid it (carried: its answer).
+    #[error("WeChat has not proved the refund was never paid: {0}")]
+    RefundNotReplaceable(String),
     #[error("order is {0}")]
     OrderNotSettleable(OrderStatus),
     /// Every refund of the order together already comes to what it paid: a state, whatever the amount.

@@ -312,14 +312,14 @@ fn refund_state_text(state: &RefundState) -> String {
     }
 }
 
-/// `refunding → refunded` once every refund of the order has succeeded. The refund counter is part of
+/// `refunding → refunded` once every refund of the order has succeeded (or was replaced by one that did). The refund counter is part of
 /// the guard: a refund opened meanwhile keeps the order `refunding`.
 async fn settle_order(db: &impl ConnectionTrait, order_number: &str) -> Result<(), DbErr> {
     let Some(order) = find_by_number(db, order_number).await? else {
         return Ok(());
     };
     let refunds = refunds_of(db, order_number).await?;
-    if order.status != OrderStatus::Refunding || !refunds.iter().all(|r| r.status == RefundStatus::Success) {
+    if order.status != OrderStatus::Refunding || !refunds.iter().all(|r| r.status.is_settled()) {
         return Ok(());
     }
     let guard = Condition::all().add(order::Column::RefundSeq.eq(order.refund_seq));
@@ -408,6 +408,90 @@ pub async fn retry_refund(
     // One more permanent refusal fails it again at once: a budget spent is not given back.
     let policy = RefundPolicy { max_attempts: 0, ..*policy };
     drive_refund(db, wechat, &reopened, &policy).await
+}
+
+/// An operator's replacement of a failed refund that WeChat proves it never paid: it has no refund under
+/// that number, or it closed it (`REFUNDCLOSE`, where sending the same number again cannot work). In one
+/// transaction the old refund becomes `replaced` and a new one for the same amount, under the next
+/// `out_refund_no`, takes its place; the amount counted against the order does not change, so nothing
+/// can be refunded twice. WeChat's other answers change nothing here: a refund it did or is doing is
+/// recorded as such, and one it could not pay out (`CHANGE`) is settled in the merchant platform.
+pub async fn replace_refund(
+    db: &DatabaseConnection,
+    wechat: &WechatPay,
+    out_refund_no: &str,
+    policy: &RefundPolicy,
+) -> Result<refund::Model, ServiceError> {
+    let old = refund::Entity::find()
+        .filter(refund::Column::OutRefundNo.eq(out_refund_no))
+        .one(db)
+        .await?
+        .ok_or(ServiceError::RefundNotFound)?;
+    if old.status != RefundStatus::Failed {
+        return Err(ServiceError::RefundNotRetryable(old.status));
+    }
+    let state = wechat.query_refund(out_refund_no).await?;
+    match state {
+        RefundState::NotFound | RefundState::Closed => {}
+        RefundState::Success | RefundState::Processing => return confirm_refund(db, wechat, &old).await,
+        RefundState::Change | RefundState::Other(_) => {
+            return Err(ServiceError::RefundNotReplaceable(refund_state_text(&state)))
+        }
+    }
+    let order = find_by_number(db, &old.order_number).await?.ok_or(ServiceError::OrderNotFound)?;
+    let amount = Money::from_stored(old.amount);
+    // The same amount again: a refund request to the order's state machine, which keeps it `refunding`.
+    let scope = if amount == Money::from_stored(order.amount) { RefundScope::Whole } else { RefundScope::Partial };
+    let event = OrderEvent::RefundRequested(scope);
+    let seq = order.refund_seq + 1;
+    let new_number = format!("R{}{seq:02}", order.order_number);
+    let proof = refund_state_text(&state);
+    let txn = db.begin().await?;
+    let retired = refund::Entity::update_many()
+        .col_expr(refund::Column::Status, Expr::value(RefundStatus::Replaced))
+        .col_expr(refund::Column::LastError, Expr::value(format!("{proof}; replaced by {new_number}")))
+        .col_expr(refund::Column::NextAttemptAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(refund::Column::UpdatedAt, Expr::value(now_utc()))
+        .filter(refund::Column::Id.eq(old.id))
+        .filter(refund::Column::Status.eq(RefundStatus::Failed))
+        .exec(&txn)
+        .await?;
+    let guard = Condition::all().add(order::Column::RefundSeq.eq(order.refund_seq));
+    let sets = vec![(order::Column::RefundSeq, Expr::value(seq))];
+    let moved =
+        if retired.rows_affected == 1 { transition(&txn, &order, event, sets, guard).await? } else { Moved::Lost };
+    match moved {
+        Moved::Won { .. } => {}
+        Moved::Lost => {
+            txn.rollback().await?;
+            return Err(ServiceError::OrderChanged);
+        }
+        Moved::Refused(refused) => {
+            txn.rollback().await?;
+            return Err(ServiceError::OrderNotRefundable(refused.from));
+        }
+    }
+    let now = now_utc();
+    let replacement = refund::ActiveModel {
+        order_number: Set(order.order_number.clone()),
+        out_refund_no: Set(new_number),
+        amount: Set(old.amount),
+        reason: Set(old.reason.clone()),
+        source: Set(old.source.clone()),
+        status: Set(RefundStatus::Pending),
+        refund_id: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        next_attempt_at: Set(None),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    tracing::info!(out_refund_no, replacement = replacement.out_refund_no, proof, "operator replaced a failed refund");
+    drive_refund(db, wechat, &replacement, policy).await
 }
 
 /// The automatic refund of a top-up that failed for good. Safe to call any number of times: only the

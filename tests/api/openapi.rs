@@ -24,6 +24,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/admin/orders/{orderNumber}/refund"),
     ("post", "/admin/orders/{orderNumber}/mark-delivered"),
     ("post", "/admin/refunds/{outRefundNo}/retry"),
+    ("post", "/admin/refunds/{outRefundNo}/replace"),
     ("get", "/admin/reconciliation"),
     ("get", "/admin/alerts"),
     ("get", "/admin/stats"),

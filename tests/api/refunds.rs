@@ -462,3 +462,72 @@ async fn a_failed_refund_is_asked_about_again_and_settles_if_wechat_did_it_after
     assert_eq!(app.order(&number).await.status.as_str(), "refunded");
     assert_eq!(refund_requests(&app.wechat.received_requests().await.unwrap()).len(), 1);
 }
+
+#[tokio::test]
+async fn a_failed_refund_wechat_proves_it_never_paid_is_replaced_once_for_the_same_amount() {
+    use wiremock::matchers::body_string_contains;
+    let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "1")]).await;
+    let number = delivered_order(&app).await;
+    let (first, second) = (format!("R{number}01"), format!("R{number}02"));
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .and(body_string_contains(first.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refusal("PARAM_ERROR")))
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+    let failed: Value = refund(&app, &number, json!({"reason": "refused"})).await.json().await.unwrap();
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed_refund_orders(&app).await, [number.as_str()], "the operator finds orders whose refund failed");
+
+    // CHANGE: the money left but could not reach the payer. Not proof it was never paid: nothing moves.
+    let asked = |status: &str| {
+        Mock::given(method("POST"))
+            .and(path("/_/pay/queryrefund"))
+            .and(body_string_contains(first.as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(query_refund_answer(&first, status)))
+            .up_to_n_times(1)
+            .expect(1)
+    };
+    asked("CHANGE").mount(&app.wechat).await;
+    let refused = app.admin_post(&format!("/admin/refunds/{first}/replace")).await;
+    let body = assert_error(refused, StatusCode::CONFLICT, "REFUND_NOT_REPLACEABLE").await;
+    assert!(body["message"].as_str().unwrap().contains("CHANGE"), "{body}");
+    let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
+    assert_eq!(history["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(history["refunds"][0]["status"], "failed");
+
+    // REFUNDCLOSE: WeChat closed it and paid nothing; the same number cannot go again. A new one does.
+    asked("REFUNDCLOSE").mount(&app.wechat).await;
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryrefund"))
+        .and(body_string_contains(second.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(query_refund_answer(&second, "SUCCESS")))
+        .mount(&app.wechat)
+        .await;
+    let replaced = app.admin_post(&format!("/admin/refunds/{first}/replace")).await;
+    assert_eq!(replaced.status(), StatusCode::OK);
+    let replacement: Value = replaced.json().await.unwrap();
+    assert_eq!(replacement["outRefundNo"], second.as_str());
+    assert_eq!((replacement["amount"].as_str(), replacement["status"].as_str()), (Some("12.00"), Some("success")));
+    let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
+    assert_eq!(history["refunds"][0]["status"], "replaced");
+    assert!(history["refunds"][0]["lastError"].as_str().unwrap().contains(second.as_str()));
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "refunded");
+    assert_eq!(wxtopup::domain::Money::from_stored(order.refund_requested).to_string(), "12.00", "counted once");
+    assert_books_balance(&app, &number).await;
+    assert!(failed_refund_orders(&app).await.is_empty(), "no failed refund is left");
+    // Replaced once: the old number is not failed any more, and the new one succeeded.
+    let again = app.admin_post(&format!("/admin/refunds/{first}/replace")).await;
+    assert_error(again, StatusCode::CONFLICT, "REFUND_NOT_RETRYABLE").await;
+    let sent = refund_requests(&app.wechat.received_requests().await.unwrap());
+    let numbers: Vec<&str> = sent.iter().map(|r| r["out_refund_no"].as_str().unwrap()).collect();
+    assert_eq!(numbers, [first.as_str(), second.as_str()]);
+}
+
+async fn failed_refund_orders(app: &TestApp) -> Vec<String> {
+    let page: Value = app.admin_get("/admin/orders?refundFailed=true").await.json().await.unwrap();
+    page["items"].as_array().unwrap().iter().map(|o| o["orderNumber"].as_str().unwrap().to_string()).collect()
+}
