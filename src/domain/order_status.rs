@@ -124,6 +124,17 @@ impl OrderStatus {
         Self::ALL.into_iter().filter(|s| s.apply(event).is_ok()).collect()
     }
 
+    /// Whether `event` applies to an order in this state.
+    pub fn can_take(self, event: OrderEvent) -> bool {
+        self.apply(event).is_ok()
+    }
+
+    /// A worker's claim holds an order in this state (with a lease): it is claimed again only once the
+    /// lease has lapsed.
+    pub fn is_leased(self) -> bool {
+        matches!(self, OrderStatus::Recharging | OrderStatus::Unresolved)
+    }
+
     /// `RefundRequested` from `paid` is allowed only while nothing was submitted to the carrier: the
     /// extra guard the transition adds for that source.
     pub fn requires_nothing_submitted(self, event: OrderEvent) -> bool {
@@ -169,6 +180,18 @@ mod tests {
     use super::OrderStatus as S;
     use super::RefundScope::{Partial, Whole};
     use sea_orm::ActiveEnum;
+
+    #[test]
+    fn only_the_states_fulfilment_resumes_from_hold_a_lease() {
+        // A leased state is one a claim can be taken again from, once the lease lapses; `paid` has none.
+        for status in S::ALL {
+            if status.is_leased() {
+                assert!(status.can_take(E::FulfilmentStarted), "{status}");
+            }
+        }
+        assert!(!S::Paid.is_leased());
+        assert_eq!(S::sources(E::FulfilmentStarted), [S::Paid, S::Recharging, S::Unresolved]);
+    }
 
     #[test]
     fn payment_moves_unpaid_to_paid() {

@@ -481,19 +481,18 @@ fn describe(answer: Answer, message: Option<String>) -> String {
 
 /// The SQL form of [`is_due`], for the claim's guard and the sweep's query.
 pub fn due_condition(now: chrono::NaiveDateTime) -> Condition {
-    Condition::any().add(order::Column::Status.eq(OrderStatus::Paid)).add(
-        Condition::all()
-            .add(order::Column::Status.is_in([OrderStatus::Recharging, OrderStatus::Unresolved]))
-            .add(order::Column::LeaseExpiresAt.lte(now)),
-    )
+    OrderStatus::sources(OrderEvent::FulfilmentStarted).into_iter().fold(Condition::any(), |any, status| {
+        let this = Condition::all().add(order::Column::Status.eq(status));
+        any.add(if status.is_leased() { this.add(order::Column::LeaseExpiresAt.lte(now)) } else { this })
+    })
 }
 
-/// `paid`, or `recharging`/`unresolved` whose lease has lapsed (a dead worker, a retry whose time has
-/// come, the next query of an unresolved order).
+/// A state [`OrderEvent::FulfilmentStarted`] leaves from, and past its lease if it has one: `paid`, or
+/// `recharging`/`unresolved` whose lease has lapsed (a dead worker, a retry whose time has come, the
+/// next query of an unresolved order).
 fn is_due(order: &order::Model, now: chrono::NaiveDateTime) -> bool {
-    order.status == OrderStatus::Paid
-        || (matches!(order.status, OrderStatus::Recharging | OrderStatus::Unresolved)
-            && order.lease_expires_at.is_some_and(|t| t <= now))
+    order.status.can_take(OrderEvent::FulfilmentStarted)
+        && (!order.status.is_leased() || order.lease_expires_at.is_some_and(|t| t <= now))
 }
 
 fn chrono_duration(d: Duration) -> ChronoDuration {

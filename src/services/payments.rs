@@ -203,7 +203,7 @@ async fn decide(
     if let Some(mismatch) = mismatch(&order, check.mch_id, notice) {
         return Ok(CallbackOutcome::Rejected(mismatch));
     }
-    let awaiting_payment = matches!(order.status, OrderStatus::Unpaid | OrderStatus::Closed);
+    let awaiting_payment = order.status.can_take(OrderEvent::PaymentConfirmed);
     // A redelivery for an order already paid by this transaction changes nothing: no query needed.
     if !awaiting_payment && order.transaction_id.is_some() && order.transaction_id == notice.transaction_id {
         return Ok(CallbackOutcome::Confirmed(Confirmation::Duplicate));
@@ -258,7 +258,7 @@ pub async fn confirm_from_query(
     truth: &PaymentStatus,
 ) -> Result<Finding, ServiceError> {
     let expected = Money::from_stored(order.amount);
-    let awaiting_payment = matches!(order.status, OrderStatus::Unpaid | OrderStatus::Closed);
+    let awaiting_payment = order.status.can_take(OrderEvent::PaymentConfirmed);
     match truth.trade_state {
         TradeState::Success => {}
         TradeState::Refund if awaiting_payment => {
