@@ -36,7 +36,7 @@
   /** Statuses whose delivery is still being worked on; the operator detail follows them. */
   const MOVING = ['paid', 'recharging', 'unresolved', 'refunding'];
   /** Orders that can be refunded in part (the rest only whole, or not at all). */
-  const PARTIAL_REFUNDABLE = ['success', 'failed', 'refunded', 'refunding'];
+  const PARTIAL_REFUNDABLE = ['success', 'refunded', 'refunding'];
   const UNRESOLVED_EXPLAINED = 'The carrier has not confirmed whether this top-up arrived. ' +
     'It is still being asked; settle it: retry, mark delivered, or refund.';
   const NOTENOUGH_HINT = 'waiting: the merchant\'s WeChat Pay balance is too low';
@@ -139,7 +139,7 @@
    * carrier (a submit may have reached it otherwise, and the service refuses).
    */
   function refundScope(order) {
-    const left = fen(order.amount) - fen(order.refundRequested);
+    const left = fen(order.amount) - fen(order.refundAmount);
     if (left <= 0) return null;
     if (order.status === 'unresolved') return 'whole';
     if (order.status === 'paid') return order.submitted ? null : 'whole';
@@ -151,7 +151,7 @@
   }
 
   function remaining(order) {
-    return ((fen(order.amount) - fen(order.refundRequested)) / 100).toFixed(2);
+    return ((fen(order.amount) - fen(order.refundAmount)) / 100).toFixed(2);
   }
 
   class ApiError extends Error {
@@ -1180,7 +1180,7 @@
     }
     if (o.deliveredAt) fact('Delivered', timeEl(o.deliveredAt));
     if (o.providerReference) fact('Carrier ref', h('span', { class: 'mono', text: o.providerReference }));
-    fact('Refunded', yuan(o.refundRequested) + ' of ' + yuan(o.amount));
+    fact('Refunded', yuan(o.refundAmount) + ' of ' + yuan(o.amount));
     if (o.closedAt) fact('Closed', timeEl(o.closedAt));
     root.append(facts);
 

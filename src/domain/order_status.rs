@@ -2,7 +2,8 @@ use sea_orm::entity::prelude::{DeriveActiveEnum, EnumIter, StringLen};
 use std::fmt;
 use std::str::FromStr;
 
-/// Where an order is in its life. States only move forward; see [`OrderStatus::apply`]. Stored as its
+/// Where an order is in its life. States only move forward, except that a delivered order being refunded
+/// in part is delivered again once that part is back; see [`OrderStatus::apply`]. Stored as its
 /// lower-case name (the `orders.status` column), so the entity reads and writes this enum directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
@@ -61,8 +62,11 @@ pub enum OrderEvent {
     RetryRequested,
     /// A refund was opened (operator, or automatic after a failure or a late payment).
     RefundRequested(RefundScope),
-    /// Every refund of the order succeeded at WeChat.
+    /// Every refund of the order succeeded at WeChat, and together they returned all that was paid.
     RefundSucceeded,
+    /// Every refund of a delivered order succeeded at WeChat, and part of the payment is kept: the order
+    /// is delivered, with a refund.
+    PartialRefundSucceeded,
 }
 
 /// The event does not apply to the order's current state.
@@ -110,10 +114,14 @@ impl OrderStatus {
             // the carrier proved it was not delivered (`failed`). An unresolved order needs that proof
             // or an operator's recorded reason (checked by the refund service).
             (S::Paid | S::Unresolved, E::RefundRequested(Whole)) => S::Refunding,
-            // Delivered or failed: whole or partial. Further partial refunds while others are under way
-            // or after earlier ones settled.
-            (S::Success | S::Failed | S::Refunding | S::Refunded, E::RefundRequested(Whole | Partial)) => S::Refunding,
+            // A failed top-up (proof nothing was delivered) is refunded whole.
+            (S::Failed, E::RefundRequested(Whole)) => S::Refunding,
+            // Delivered: whole or in part, also while other refunds are under way. (`refunded` with money
+            // left is how partial refunds ended before they returned the order to `success`.)
+            (S::Success | S::Refunding | S::Refunded, E::RefundRequested(Whole | Partial)) => S::Refunding,
             (S::Refunding, E::RefundSucceeded) => S::Refunded,
+            // Part of a delivered order's payment is back and nothing else is open: delivered, with a refund.
+            (S::Refunding, E::PartialRefundSucceeded) => S::Success,
             (from, event) => return Err(TransitionError { from, event }),
         };
         Ok(next)
@@ -251,6 +259,15 @@ mod tests {
             assert_eq!(from.apply(E::RefundRequested(Whole)), Ok(S::Refunding));
         }
         assert_eq!(S::Refunding.apply(E::RefundSucceeded), Ok(S::Refunded));
+    }
+
+    #[test]
+    fn a_delivered_order_refunded_in_part_is_delivered_again_and_only_it_can_be() {
+        assert_eq!(S::Success.apply(E::RefundRequested(Partial)), Ok(S::Refunding));
+        assert_eq!(S::Refunding.apply(E::PartialRefundSucceeded), Ok(S::Success));
+        assert_eq!(S::sources(E::PartialRefundSucceeded), vec![S::Refunding]);
+        // Nothing was delivered: all of it goes back.
+        assert!(S::Failed.apply(E::RefundRequested(Partial)).is_err());
     }
 
     #[test]

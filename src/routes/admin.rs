@@ -77,9 +77,6 @@ pub struct AdminOrderResponse {
     pub delivered_at: Option<DateTime<Utc>>,
     pub provider_reference: Option<String>,
     pub failure_reason: Option<String>,
-    /// Yuan opened for refund so far (pending, submitted or done).
-    #[schema(example = "0.00")]
-    pub refund_requested: String,
     pub closed_at: Option<DateTime<Utc>>,
 }
 
@@ -97,7 +94,6 @@ impl TryFrom<order::Model> for AdminOrderResponse {
             delivered_at: utc_opt(o.delivered_at),
             provider_reference: o.provider_reference.clone(),
             failure_reason: o.failure_reason.clone(),
-            refund_requested: Money::from_stored(o.refund_requested).to_string(),
             closed_at: utc_opt(o.closed_at),
             order: o.try_into()?,
         })

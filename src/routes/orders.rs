@@ -79,6 +79,10 @@ pub struct OrderResponse {
     pub paid_at: Option<DateTime<Utc>>,
     /// WeChat's transaction id, once paid.
     pub transaction_id: Option<String>,
+    /// In yuan: the part of the payment refunded or on its way back ("0.00" when none). A delivered order
+    /// refunded in part is `success` again once that part is back, with this amount.
+    #[schema(example = "0.00")]
+    pub refund_amount: String,
 }
 
 impl TryFrom<order::Model> for OrderResponse {
@@ -95,6 +99,7 @@ impl TryFrom<order::Model> for OrderResponse {
             updated_at: utc(o.updated_at),
             paid_at: o.paid_at.map(utc),
             transaction_id: o.transaction_id,
+            refund_amount: Money::from_stored(o.refund_requested).to_string(),
         })
     }
 }

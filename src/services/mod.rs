@@ -32,7 +32,7 @@ pub enum ServiceError {
     OrderNotRetryable(OrderStatus),
     #[error("order is {0}")]
     OrderNotRefundable(OrderStatus),
-    /// Only a delivered or failed order can be refunded in part.
+    /// Only a delivered order can be refunded in part.
     #[error("an order that was not delivered can only be refunded whole")]
     PartialRefundUndelivered,
     /// An unresolved order needs the carrier's proof, or an operator's forced reason.

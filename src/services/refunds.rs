@@ -105,8 +105,9 @@ async fn open(
         OrderEvent::RefundRequested(if amount == remaining { RefundScope::Whole } else { RefundScope::Partial })
     };
     if let Err(refused) = order.status.apply(event) {
+        let whole = OrderEvent::RefundRequested(RefundScope::Whole);
         return Err(match event {
-            OrderEvent::RefundRequested(RefundScope::Partial) if order.status.is_delivering() => {
+            OrderEvent::RefundRequested(RefundScope::Partial) if order.status.can_take(whole) => {
                 ServiceError::PartialRefundUndelivered
             }
             _ => ServiceError::OrderNotRefundable(refused.from),
@@ -312,7 +313,8 @@ fn refund_state_text(state: &RefundState) -> String {
     }
 }
 
-/// `refunding → refunded` once every refund of the order has succeeded (or was replaced by one that did). The refund counter is part of
+/// Once every refund of the order has succeeded (or was replaced by one that did): `refunding →
+/// refunded`, or back to `success` when a delivered order keeps part of its payment. The refund counter is part of
 /// the guard: a refund opened meanwhile keeps the order `refunding`.
 async fn settle_order(db: &impl ConnectionTrait, order_number: &str) -> Result<(), DbErr> {
     let Some(order) = find_by_number(db, order_number).await? else {
@@ -322,9 +324,16 @@ async fn settle_order(db: &impl ConnectionTrait, order_number: &str) -> Result<(
     if order.status != OrderStatus::Refunding || !refunds.iter().all(|r| r.status.is_settled()) {
         return Ok(());
     }
+    // Every refund settled, so what was asked for is what came back.
+    let kept = Money::from_stored(order.amount).saturating_sub(Money::from_stored(order.refund_requested));
+    let event = if kept > Money::ZERO && order.delivered_at.is_some() {
+        OrderEvent::PartialRefundSucceeded
+    } else {
+        OrderEvent::RefundSucceeded
+    };
     let guard = Condition::all().add(order::Column::RefundSeq.eq(order.refund_seq));
-    if transition(db, &order, OrderEvent::RefundSucceeded, vec![], guard).await?.won() {
-        tracing::info!(order_number, "order refunded");
+    if transition(db, &order, event, vec![], guard).await?.won() {
+        tracing::info!(order_number, kept = %kept, "order refunded");
     }
     Ok(())
 }

@@ -86,6 +86,10 @@ async fn partial_refunds_never_add_up_to_more_than_was_paid() {
     let first: Value =
         refund(&app, &number, json!({"reason": "partial", "amount": "5.00"})).await.json().await.unwrap();
     assert_eq!((first["amount"].as_str(), first["status"].as_str()), (Some("5.00"), Some("success")));
+    // Delivered, with a refund: the buyer sees the top-up and the part that came back.
+    let seen: Value = app.get_as(&format!("/orders/{number}"), OPENID).await.json().await.unwrap();
+    assert_eq!((seen["status"].as_str(), seen["refundAmount"].as_str()), (Some("success"), Some("5.00")));
+    assert_books_balance(&app, &number).await;
     let too_much = refund(&app, &number, json!({"reason": "partial", "amount": "7.01"})).await;
     assert_error(too_much, StatusCode::BAD_REQUEST, "INVALID_REFUND_AMOUNT").await;
     let sub_fen = refund(&app, &number, json!({"reason": "partial", "amount": "0.001"})).await;
@@ -282,6 +286,10 @@ async fn a_failed_top_up_left_unrefunded_is_a_mismatch_until_the_job_refunds_it(
     assert_eq!(books["balanced"], false);
     assert!(books["mismatches"][0]["reason"].as_str().unwrap().contains("not been refunded"));
     assert_eq!(books["inFlightTotal"], "0.00");
+    // Nothing was delivered: an operator refunds all of it, never a part.
+    let partial = refund(&app, &number, json!({"reason": "part", "amount": "2.00"})).await;
+    assert_error(partial, StatusCode::CONFLICT, "PARTIAL_REFUND_UNDELIVERED").await;
+    assert_eq!(app.order(&number).await.status.as_str(), "failed");
 }
 
 #[tokio::test]
