@@ -66,8 +66,8 @@ impl Application {
         let db = connect(&settings.database_url).await?;
         prepare(&db, &settings).await?;
         telemetry::metrics_handle();
-        let wechat = WechatPay::from_settings(&settings.wechat)?;
-        let provider = provider_from_settings(&settings.topup)?;
+        let wechat = WechatPay::from_settings(&settings.wechat, &db)?;
+        let provider = provider_from_settings(&settings.topup, &db)?;
         let alerter = Alerter::new(db.clone(), settings.alert_webhook_url.clone(), settings.alert_max_per_minute);
         let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone());
         let limits = Limits::new(&settings.http.limits);

@@ -11,6 +11,7 @@ mod m20261201_000005_add_attempt_budget_and_refund_retry;
 mod m20261202_000006_manage_the_catalog;
 mod m20261202_000007_create_idempotency_keys;
 mod m20261202_000008_create_notifications;
+mod m20261202_000009_create_sandbox_tables;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_manage_the_catalog::Migration),
             Box::new(m20261202_000007_create_idempotency_keys::Migration),
             Box::new(m20261202_000008_create_notifications::Migration),
+            Box::new(m20261202_000009_create_sandbox_tables::Migration),
         ]
     }
 }

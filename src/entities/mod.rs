@@ -9,3 +9,6 @@ pub mod order;
 pub mod payment_event;
 pub mod product;
 pub mod refund;
+pub mod sandbox_payment;
+pub mod sandbox_refund;
+pub mod sandbox_topup;

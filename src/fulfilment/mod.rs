@@ -64,10 +64,13 @@ pub enum FulfilOutcome {
     NotClaimed,
 }
 
-/// Builds the configured carrier adapter.
-pub fn provider_from_settings(settings: &TopUpSettings) -> Result<Arc<dyn TopUpProvider>, reqwest::Error> {
+/// Builds the configured carrier adapter. The sandbox carrier keeps what it received in `db`.
+pub fn provider_from_settings(
+    settings: &TopUpSettings,
+    db: &DatabaseConnection,
+) -> Result<Arc<dyn TopUpProvider>, reqwest::Error> {
     Ok(match settings.provider {
-        TopUpProviderKind::Sandbox => Arc::new(SandboxProvider::default()),
+        TopUpProviderKind::Sandbox => Arc::new(SandboxProvider::new(db.clone())),
         TopUpProviderKind::Http => Arc::new(HttpProvider::new(
             settings.api_url.as_deref().unwrap_or_default(),
             settings.api_token.clone(),

@@ -8,26 +8,83 @@
 //! | `02` | the submit arrives and is delivered but the answer times out; the next attempt finds it by query |
 //! | `03` | stays pending for ever; ends `failed` when the attempts run out |
 //! | anything else | delivered at once |
+//!
+//! What the carrier received is kept in the database (`sandbox_topups`, one row per reference), so
+//! after a restart, or on another replica, a query for a reference answers what was received, and a
+//! submit of a reference received already answers that instead of delivering again. The first write for
+//! a reference wins (a unique key), as at a carrier that is idempotent by reference. A database failure
+//! is an unknown outcome, as a carrier's 5xx is: the next attempt queries first.
 
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, SqlErr};
 
 use super::provider::{ProviderError, Receipt, TopUpProvider, TopUpRequest, TopUpState};
+use crate::domain::now_utc;
+use crate::entities::sandbox_topup::{self, SandboxTopUpState};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SandboxProvider {
-    /// reference → state, for this process only.
-    received: Arc<Mutex<HashMap<String, TopUpState>>>,
-    /// references whose first submit was already "lost".
-    lost_once: Arc<Mutex<HashMap<String, ()>>>,
+    db: DatabaseConnection,
+}
+
+impl From<SandboxTopUpState> for TopUpState {
+    fn from(state: SandboxTopUpState) -> Self {
+        match state {
+            SandboxTopUpState::Delivered => TopUpState::Delivered,
+            SandboxTopUpState::Pending => TopUpState::Pending,
+        }
+    }
+}
+
+fn is_duplicate(error: &DbErr) -> bool {
+    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+fn unknown(error: DbErr) -> ProviderError {
+    tracing::warn!(%error, "sandbox carrier: database call failed");
+    ProviderError::Unknown("sandbox: the simulated carrier is unavailable".into())
 }
 
 impl SandboxProvider {
-    fn remember(&self, reference: &str, state: TopUpState) {
-        if let Ok(mut received) = self.received.lock() {
-            received.entry(reference.to_string()).or_insert(state);
+    pub fn new(db: DatabaseConnection) -> Self {
+        SandboxProvider { db }
+    }
+
+    async fn find(&self, reference: &str) -> Result<Option<sandbox_topup::Model>, DbErr> {
+        sandbox_topup::Entity::find().filter(sandbox_topup::Column::Reference.eq(reference)).one(&self.db).await
+    }
+
+    /// Inserts the reference's row unless it has one; false when it had.
+    async fn insert(&self, reference: &str, state: Option<SandboxTopUpState>, lost: bool) -> Result<bool, DbErr> {
+        let row = sandbox_topup::ActiveModel {
+            reference: Set(reference.to_string()),
+            state: Set(state),
+            lost_first_submit: Set(lost),
+            created_at: Set(now_utc()),
+            ..Default::default()
+        };
+        match sandbox_topup::Entity::insert(row).exec(&self.db).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) => Err(e),
         }
+    }
+
+    /// The carrier receives `reference` in `state`, unless it received it already: returns what it holds.
+    async fn remember(&self, reference: &str, state: SandboxTopUpState) -> Result<TopUpState, DbErr> {
+        if self.insert(reference, Some(state), false).await? {
+            return Ok(state.into());
+        }
+        // Only a lost first submit was recorded: this one arrives. Anything received earlier stands.
+        sandbox_topup::Entity::update_many()
+            .col_expr(sandbox_topup::Column::State, Expr::value(Some(state)))
+            .filter(sandbox_topup::Column::Reference.eq(reference))
+            .filter(sandbox_topup::Column::State.is_null())
+            .exec(&self.db)
+            .await?;
+        let held = self.find(reference).await?.and_then(|row| row.state);
+        held.map(TopUpState::from).ok_or_else(|| DbErr::RecordNotFound(format!("sandbox top-up {reference}")))
     }
 
     fn receipt(reference: &str, state: TopUpState) -> Receipt {
@@ -39,46 +96,58 @@ impl SandboxProvider {
 impl TopUpProvider for SandboxProvider {
     async fn submit(&self, request: &TopUpRequest) -> Result<Receipt, ProviderError> {
         let reference = request.reference.as_str();
-        if let Some(state) = self.received.lock().ok().and_then(|r| r.get(reference).copied()) {
-            return Ok(Self::receipt(reference, state));
+        if let Some(state) = self.find(reference).await.map_err(unknown)?.and_then(|row| row.state) {
+            return Ok(Self::receipt(reference, state.into()));
         }
         let ending = &request.phone_number[request.phone_number.len().saturating_sub(2)..];
         match ending {
             "00" => Err(ProviderError::Refused("sandbox: number not eligible for top-up".into())),
             "01" => {
-                let first =
-                    self.lost_once.lock().map(|mut l| l.insert(reference.to_string(), ()).is_none()).unwrap_or(false);
+                // The first submit of a reference is the one lost, on whichever replica it happens.
+                let first = self.insert(reference, None, true).await.map_err(unknown)?;
                 if first {
                     Err(ProviderError::Unknown("sandbox: HTTP 503".into()))
                 } else {
-                    self.remember(reference, TopUpState::Delivered);
-                    Ok(Self::receipt(reference, TopUpState::Delivered))
+                    let state = self.remember(reference, SandboxTopUpState::Delivered).await.map_err(unknown)?;
+                    Ok(Self::receipt(reference, state))
                 }
             }
             "02" => {
-                self.remember(reference, TopUpState::Delivered);
+                self.remember(reference, SandboxTopUpState::Delivered).await.map_err(unknown)?;
                 Err(ProviderError::Unknown("sandbox: timed out".into()))
             }
             "03" => {
-                self.remember(reference, TopUpState::Pending);
-                Ok(Self::receipt(reference, TopUpState::Pending))
+                let state = self.remember(reference, SandboxTopUpState::Pending).await.map_err(unknown)?;
+                Ok(Self::receipt(reference, state))
             }
             _ => {
-                self.remember(reference, TopUpState::Delivered);
-                Ok(Self::receipt(reference, TopUpState::Delivered))
+                let state = self.remember(reference, SandboxTopUpState::Delivered).await.map_err(unknown)?;
+                Ok(Self::receipt(reference, state))
             }
         }
     }
 
     async fn query(&self, reference: &str) -> Result<Option<Receipt>, ProviderError> {
-        let state = self.received.lock().ok().and_then(|r| r.get(reference).copied());
-        Ok(state.map(|s| Self::receipt(reference, s)))
+        let state = self.find(reference).await.map_err(unknown)?.and_then(|row| row.state);
+        Ok(state.map(|s| Self::receipt(reference, s.into())))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use migration::{Migrator, MigratorTrait};
+
+    /// A migrated in-memory database (one connection, so every call sees the same one).
+    async fn database() -> DatabaseConnection {
+        let db = crate::app::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        db
+    }
+
+    async fn sandbox() -> SandboxProvider {
+        SandboxProvider::new(database().await)
+    }
 
     fn request(phone: &str) -> TopUpRequest {
         TopUpRequest {
@@ -94,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn ordinary_numbers_are_delivered_once_per_reference() {
-        let sandbox = SandboxProvider::default();
+        let sandbox = sandbox().await;
         let r = request("88112233");
         assert_eq!(sandbox.submit(&r).await.unwrap().state, TopUpState::Delivered);
         assert_eq!(sandbox.submit(&r).await.unwrap().state, TopUpState::Delivered);
@@ -104,13 +173,13 @@ mod tests {
 
     #[tokio::test]
     async fn numbers_ending_00_are_refused() {
-        let sandbox = SandboxProvider::default();
+        let sandbox = sandbox().await;
         assert!(matches!(sandbox.submit(&request("88112200")).await, Err(ProviderError::Refused(_))));
     }
 
     #[tokio::test]
     async fn numbers_ending_01_fail_once_then_succeed() {
-        let sandbox = SandboxProvider::default();
+        let sandbox = sandbox().await;
         let r = request("88112201");
         assert!(matches!(sandbox.submit(&r).await, Err(ProviderError::Unknown(_))));
         assert_eq!(sandbox.query(&r.reference).await.unwrap(), None);
@@ -119,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn numbers_ending_02_time_out_but_are_delivered() {
-        let sandbox = SandboxProvider::default();
+        let sandbox = sandbox().await;
         let r = request("88112202");
         assert!(matches!(sandbox.submit(&r).await, Err(ProviderError::Unknown(_))));
         assert_eq!(sandbox.query(&r.reference).await.unwrap().unwrap().state, TopUpState::Delivered);
@@ -127,9 +196,38 @@ mod tests {
 
     #[tokio::test]
     async fn numbers_ending_03_stay_pending() {
-        let sandbox = SandboxProvider::default();
+        let sandbox = sandbox().await;
         let r = request("88112203");
         assert_eq!(sandbox.submit(&r).await.unwrap().state, TopUpState::Pending);
         assert_eq!(sandbox.query(&r.reference).await.unwrap().unwrap().state, TopUpState::Pending);
+    }
+
+    #[tokio::test]
+    async fn another_instance_on_the_same_database_knows_what_was_received() {
+        let db = database().await;
+        let timed_out = request("88112202");
+        assert!(matches!(SandboxProvider::new(db.clone()).submit(&timed_out).await, Err(ProviderError::Unknown(_))));
+        let lost = request("88112201");
+        assert!(matches!(SandboxProvider::new(db.clone()).submit(&lost).await, Err(ProviderError::Unknown(_))));
+        let pending = request("88112203");
+        SandboxProvider::new(db.clone()).submit(&pending).await.unwrap();
+
+        let restarted = SandboxProvider::new(db);
+        let found = restarted.query(&timed_out.reference).await.unwrap().unwrap();
+        assert_eq!(found.state, TopUpState::Delivered);
+        assert_eq!(restarted.query(&lost.reference).await.unwrap(), None, "a lost submit was never received");
+        assert_eq!(restarted.submit(&lost).await.unwrap().state, TopUpState::Delivered, "only the first is lost");
+        assert_eq!(restarted.query(&pending.reference).await.unwrap().unwrap().state, TopUpState::Pending);
+    }
+
+    #[tokio::test]
+    async fn racing_submits_of_one_reference_agree() {
+        let db = database().await;
+        let r = request("88112201");
+        let answers =
+            futures::future::join_all((0..8).map(|_| async { SandboxProvider::new(db.clone()).submit(&r).await }))
+                .await;
+        assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 1, "one submit is lost: {answers:?}");
+        assert!(answers.iter().flatten().all(|receipt| receipt.state == TopUpState::Delivered));
     }
 }

@@ -103,6 +103,7 @@ pub async fn pay_sandbox_order(
         sandbox.pay(&order.order_number, &order.openid, delivery, request.wrong_amount).await.map_err(|e| match e {
             SandboxPayError::NoPrepay => ApiError::new(ErrorCode::NoPrepay, e.to_string()),
             SandboxPayError::Closed => ApiError::new(ErrorCode::OrderNotPayable, e.to_string()),
+            SandboxPayError::Unavailable => ApiError::Unavailable,
         })?;
     Ok(Json(SandboxPayResponse {
         order_number: order.order_number,

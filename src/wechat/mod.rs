@@ -1,6 +1,7 @@
 //! The WeChat Cloud Hosting pay open API: one function per endpoint, the wire types, and the sandbox
-//! double. WeChat's JSON never leaves this module; callers see the domain types below. Every call here
-//! is safe to repeat: WeChat keys prepays by `out_trade_no`.
+//! double (whose state is the database's `sandbox_*` tables, so restarts and replicas agree). WeChat's
+//! JSON never leaves this module; callers see the domain types below. Every call here is safe to
+//! repeat: WeChat keys prepays by `out_trade_no`.
 
 mod client;
 mod notification;
@@ -8,6 +9,7 @@ mod sandbox;
 pub mod subscribe;
 mod wire;
 
+use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -105,9 +107,12 @@ pub enum WechatPay {
 }
 
 impl WechatPay {
-    pub fn from_settings(settings: &WechatSettings) -> Result<Self, reqwest::Error> {
+    /// The sandbox keeps its state in `db` (its own `sandbox_*` tables); the open API client does not
+    /// use it.
+    pub fn from_settings(settings: &WechatSettings, db: &DatabaseConnection) -> Result<Self, reqwest::Error> {
         if settings.sandbox {
             Ok(WechatPay::Sandbox(Sandbox::new(
+                db.clone(),
                 &settings.callback_path,
                 &settings.refund_callback_path,
                 settings.mch_id.as_deref(),
@@ -121,7 +126,7 @@ impl WechatPay {
     pub async fn unified_order(&self, request: &PrepayRequest) -> Result<Prepay, WechatError> {
         match self {
             WechatPay::OpenApi(client) => client.unified_order(request).await,
-            WechatPay::Sandbox(sandbox) => Ok(sandbox.unified_order(request)),
+            WechatPay::Sandbox(sandbox) => sandbox.unified_order(request).await,
         }
     }
 }
@@ -269,7 +274,7 @@ impl WechatPay {
     pub async fn query_order(&self, order_number: &str) -> Result<PaymentStatus, WechatError> {
         match self {
             WechatPay::OpenApi(client) => client.query_order(order_number).await,
-            WechatPay::Sandbox(sandbox) => Ok(sandbox.query_order(order_number)),
+            WechatPay::Sandbox(sandbox) => sandbox.query_order(order_number).await,
         }
     }
 
@@ -277,7 +282,7 @@ impl WechatPay {
     pub async fn close_order(&self, order_number: &str) -> Result<CloseOutcome, WechatError> {
         match self {
             WechatPay::OpenApi(client) => client.close_order(order_number).await,
-            WechatPay::Sandbox(sandbox) => sandbox.close_order(order_number),
+            WechatPay::Sandbox(sandbox) => sandbox.close_order(order_number).await,
         }
     }
 
@@ -285,7 +290,7 @@ impl WechatPay {
     pub async fn refund(&self, request: &RefundRequest) -> Result<Option<String>, WechatError> {
         match self {
             WechatPay::OpenApi(client) => client.refund(request).await,
-            WechatPay::Sandbox(sandbox) => sandbox.refund(request),
+            WechatPay::Sandbox(sandbox) => sandbox.refund(request).await,
         }
     }
 
@@ -294,7 +299,7 @@ impl WechatPay {
     pub async fn query_refund(&self, out_refund_no: &str) -> Result<RefundState, WechatError> {
         match self {
             WechatPay::OpenApi(client) => client.query_refund(out_refund_no).await,
-            WechatPay::Sandbox(sandbox) => Ok(sandbox.query_refund(out_refund_no)),
+            WechatPay::Sandbox(sandbox) => sandbox.query_refund(out_refund_no).await,
         }
     }
 }

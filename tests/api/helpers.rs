@@ -163,6 +163,13 @@ impl TestApp {
         spawn_on(self.database_url.clone(), self._sqlite_dir.clone(), Some(self.carrier.uri()), overrides).await
     }
 
+    /// Stops this instance and starts a new one on the same database, as running the service again
+    /// would (with its own fake WeChat and carrier): whatever it knows, it knows from the database.
+    pub async fn restart_with(mut self, overrides: &[(&str, &str)]) -> TestApp {
+        self.stop().await;
+        spawn_on(self.database_url.clone(), self._sqlite_dir.clone(), None, overrides).await
+    }
+
     /// Sends the shutdown signal and waits for graceful shutdown to finish.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -1,6 +1,9 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use wxtopup::domain::Money;
+use wxtopup::fulfilment::FulfilOutcome;
 use wxtopup::jobs::reconcile::run_once;
+use wxtopup::wechat::{RefundRequest, RefundState, TradeState};
 
 use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp, ADMIN_TOKEN, OPENID};
 
@@ -110,6 +113,111 @@ async fn a_refused_sandbox_top_up_is_refunded_through_the_refund_callback() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("no confirmed refund callback: {:?}", app.events(&number).await);
+}
+
+#[tokio::test]
+async fn a_prepay_made_before_a_restart_is_paid_after_it() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    let app = app.restart_with(SANDBOX).await;
+    let response = pay(&app, &number, json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["callbackAnswers"], json!([{"status": 200, "errcode": 0}]));
+    let order = app.wait_for_status(&number, "success").await;
+    assert_eq!(order.transaction_id.as_deref(), body["transactionId"].as_str());
+}
+
+#[tokio::test]
+async fn a_payment_made_before_a_restart_is_refunded_after_it() {
+    let app = spawn_app_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    assert_eq!(pay(&app, &number, json!({})).await.status(), StatusCode::OK);
+    app.wait_for_status(&number, "success").await;
+    let app = app.restart_with(SANDBOX).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/admin/orders/{number}/refund")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"reason": "refund after a restart"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((body["status"].as_str(), body["lastError"].as_str()), (Some("success"), None), "{body}");
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
+    assert_eq!(app.state.wechat.query_order(&number).await.unwrap().trade_state, TradeState::Refund);
+}
+
+#[tokio::test]
+async fn two_sandbox_replicas_agree_on_a_payment() {
+    let app = spawn_app_with(SANDBOX).await;
+    let replica = app.spawn_replica_with(SANDBOX).await;
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    // Paid through both at once: one payment, one transaction id, one transition.
+    let (here, there) = tokio::join!(pay(&replica, &number, json!({})), pay(&app, &number, json!({})));
+    assert_eq!((here.status(), there.status()), (StatusCode::OK, StatusCode::OK));
+    let (here, there): (Value, Value) = (here.json().await.unwrap(), there.json().await.unwrap());
+    assert_eq!(here["transactionId"], there["transactionId"]);
+    let order = replica.wait_for_status(&number, "success").await;
+    assert_eq!(order.transaction_id.as_deref(), here["transactionId"].as_str());
+    let outcomes: Vec<String> = app.events(&number).await.into_iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "accepted").count(), 1, "{outcomes:?}");
+    let seen = app.state.wechat.query_order(&number).await.unwrap();
+    assert_eq!((seen.trade_state, seen.transaction_id), (TradeState::Success, order.transaction_id));
+}
+
+#[tokio::test]
+async fn racing_refunds_on_sandbox_replicas_never_refund_more_than_was_paid() {
+    let app = spawn_app_with(SANDBOX).await;
+    let replicas = [app.spawn_replica_with(SANDBOX).await, app.spawn_replica_with(SANDBOX).await];
+    let number = order_with_sandbox_prepay(&app, "+97688112233").await;
+    assert_eq!(pay(&app, &number, json!({"deliver": "never"})).await.status(), StatusCode::OK);
+    let requests: Vec<RefundRequest> = (0..12)
+        .map(|i| RefundRequest {
+            order_number: number.clone(),
+            out_refund_no: format!("R{number}{i:02}"),
+            description: "x".into(),
+            total: Money::from_fen(1200).unwrap(),
+            refund: Money::from_fen(500).unwrap(),
+            reason: "race".into(),
+        })
+        .collect();
+    let sandboxes = [&app, &replicas[0], &replicas[1]];
+    let answers =
+        futures::future::join_all(requests.iter().enumerate().map(|(i, r)| sandboxes[i % 3].state.wechat.refund(r)))
+            .await;
+    // 5.00 twice fits in 12.00, a third time does not: every other answer is WeChat's refusal.
+    assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 2, "{answers:?}");
+    assert!(answers.iter().filter_map(|a| a.as_ref().err()).all(|e| e.to_string().contains("INVALID_REQUEST")));
+    // A repeat of an accepted refund is accepted again and refunds nothing more.
+    let accepted = requests.iter().zip(&answers).find(|(_, a)| a.is_ok()).unwrap().0;
+    assert!(replicas[1].state.wechat.refund(accepted).await.is_ok());
+    let mut found = 0;
+    for request in &requests {
+        if replicas[0].state.wechat.query_refund(&request.out_refund_no).await.unwrap() == RefundState::Success {
+            found += 1;
+        }
+    }
+    assert_eq!(found, 2);
+}
+
+#[tokio::test]
+async fn the_sandbox_carrier_remembers_a_top_up_across_a_restart_and_is_not_sent_it_twice() {
+    let app = spawn_app_with(SANDBOX).await;
+    // `…02`: the submit arrives and is delivered, but its answer times out.
+    let number = app.paid_order_in_db("+97688112202").await;
+    assert_eq!(wxtopup::lifecycle::fulfil(&app.state, &number).await.unwrap(), FulfilOutcome::Retrying);
+    let app = app.restart_with(SANDBOX).await;
+    app.expire_lease(&number).await;
+    let report = wxtopup::jobs::compensate::run_once(&app.state).await.unwrap();
+    assert_eq!((report.scanned, report.succeeded), (1, 1));
+    let actions: Vec<(String, String)> =
+        app.attempts(&number).await.into_iter().map(|a| (a.action, a.outcome)).collect();
+    let expected = [("submit", "unknown"), ("query", "delivered")];
+    assert_eq!(actions, expected.map(|(a, o)| (a.to_string(), o.to_string())));
+    assert_eq!(app.order(&number).await.status.as_str(), "success");
 }
 
 #[tokio::test]
