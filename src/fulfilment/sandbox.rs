@@ -3,10 +3,10 @@
 //!
 //! | ends in | behaviour |
 //! |---|---|
-//! | `00` | refused permanently (like a 4xx) → `failed` |
+//! | `00` | refused permanently (like a 4xx) → `failed`, then refunded automatically |
 //! | `01` | the first submit never arrives (like a 5xx), the next attempt delivers |
 //! | `02` | the submit arrives and is delivered but the answer times out; the next attempt finds it by query |
-//! | `03` | stays pending for ever; ends `failed` when the attempts run out |
+//! | `03` | stays pending for ever; `unresolved` when the attempts run out, for an operator (never refunded without one) |
 //! | anything else | delivered at once |
 //!
 //! What the carrier received is kept in the database (`sandbox_topups`, one row per reference), so
