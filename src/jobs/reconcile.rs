@@ -36,7 +36,8 @@ pub struct ReconcileReport {
     pub refunds_opened: u64,
     /// Refunds that reached success in this pass.
     pub refunds_completed: u64,
-    /// Unpaid orders WeChat reports in a way that does not fit them (another amount, `REFUND`).
+    /// Unpaid orders WeChat reports in a way that does not fit them (another amount, `REFUND`, a payment
+    /// by another transaction than the one recorded meanwhile).
     pub anomalies: u64,
     /// Orders of today and yesterday (UTC+8) whose books do not balance (each alerted once).
     pub mismatches: u64,
@@ -129,7 +130,7 @@ async fn reconcile_one(
                     );
                     report.recovered += 1;
                 }
-                Finding::Anomaly(_) => report.anomalies += 1,
+                Finding::Anomaly(_) | Finding::Confirmed(Confirmation::SecondPayment(_)) => report.anomalies += 1,
                 _ => {}
             }
             react_to_finding(state, &order.order_number, finding).await?;

@@ -385,3 +385,114 @@ async fn a_callback_that_cannot_be_processed_is_acknowledged_not_redelivered_for
     assert_eq!(app.order(&number).await.status.as_str(), "closed");
     crate::helpers::wait_for_alert(&app, "anomaly", &number).await;
 }
+
+/// Waits until WeChat has received a request on `endpoint` (the caller's answer may still be delayed).
+async fn wait_for_wechat_call(app: &crate::helpers::TestApp, endpoint: &str) {
+    let path = format!("/_/pay/{endpoint}");
+    for _ in 0..200 {
+        if app.wechat.received_requests().await.unwrap().iter().any(|r| r.url.path() == path) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("WeChat never received {endpoint}");
+}
+
+/// A queryorder answer that arrives 300 ms late (within the client's 500 ms timeout).
+async fn mount_slow_query(app: &crate::helpers::TestApp, trade_state: &str) {
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryorder"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(query_order_answer(trade_state, 1200))
+                .set_delay(std::time::Duration::from_millis(300)),
+        )
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+}
+
+#[tokio::test]
+async fn a_payment_reconciliation_finds_for_an_order_closed_meanwhile_is_recorded_and_refunded() {
+    let app = spawn_app().await;
+    mount_submit(&app, delivered(), 0).await;
+    mount_slow_query(&app, "SUCCESS").await;
+    mount_wechat(&app, "closeorder", json!({}), 0).await;
+    let number = order_with_prepay(&app, 40).await;
+    let out_refund_no = format!("R{number}01");
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .and(body_partial_json(json!({"out_trade_no": number, "out_refund_no": out_refund_no,
+            "total_fee": 1200, "refund_fee": 1200})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refund_accepted()))
+        .expect(1..=2)
+        .mount(&app.wechat)
+        .await;
+    // The refund is driven by the reaction to the payment and may also be by the same pass's refund
+    // sweep: the same `out_refund_no` either way, which WeChat refunds once.
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryrefund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(query_refund_answer(&out_refund_no, "SUCCESS")))
+        .expect(1..=2)
+        .mount(&app.wechat)
+        .await;
+
+    // While this pass waits for WeChat's answer, another replica closes the expired order (its
+    // closeorder done); then WeChat reports the payment after all.
+    let seen = app.order(&number).await;
+    let state = app.state.clone();
+    let pass = tokio::spawn(async move { run_once(&state).await });
+    wait_for_wechat_call(&app, "queryorder").await;
+    assert!(wxtopup::jobs::reconcile::close(&app.state, &seen).await.unwrap());
+    let report = pass.await.unwrap().unwrap();
+    assert_eq!((report.queried, report.recovered, report.closed, report.errors), (1, 0, 0, 0), "{report:?}");
+
+    // Recorded with WeChat's transaction, and its whole refund sent and settled in this same pass.
+    let order = app.wait_for_status(&number, "refunded").await;
+    assert_eq!(order.transaction_id.as_deref(), Some("4200004561202203217657282768"));
+    assert_eq!(order.paid_at.unwrap().to_string(), "2022-03-21 05:20:07");
+    assert!(order.closed_at.is_some());
+    let refunds = wxtopup::services::refunds::refunds_of(&app.db, &number).await.unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!((refunds[0].source.as_str(), refunds[0].status.as_str()), ("auto_closed", "success"));
+    assert_eq!(refunds[0].amount.round_dp(2), rust_decimal::Decimal::from(12));
+    let books = assert_books_balance(&app, &number).await;
+    assert_eq!((books["paidTotal"].as_str(), books["refundedTotal"].as_str()), (Some("12.00"), Some("12.00")));
+    assert_eq!(books["deliveredTotal"], "0.00");
+}
+
+#[tokio::test]
+async fn a_second_payment_reconciliation_finds_is_recorded_and_alerted_not_dropped() {
+    let app = spawn_app().await;
+    mount_submit(&app, delivered(), 0).await;
+    mount_slow_query(&app, "SUCCESS").await;
+    mount_wechat(&app, "refund", refund_accepted(), 0).await;
+    let number = order_with_prepay(&app, 2).await;
+
+    // While this pass waits for WeChat's answer, the order is recorded as paid by another transaction.
+    let state = app.state.clone();
+    let pass = tokio::spawn(async move { run_once(&state).await });
+    wait_for_wechat_call(&app, "queryorder").await;
+    let first = "4200000000000000000000000001";
+    app.set(
+        &number,
+        vec![
+            (order::Column::Status, Expr::value("paid")),
+            (order::Column::TransactionId, Expr::value(first)),
+            (order::Column::PaidAt, Expr::value(now_utc())),
+        ],
+    )
+    .await;
+    let report = pass.await.unwrap().unwrap();
+    assert_eq!((report.queried, report.recovered, report.anomalies), (1, 0, 1), "{report:?}");
+
+    // The first payment stands; the other one is on the order for an operator, and alerted.
+    crate::helpers::wait_for_alert(&app, "anomaly", &number).await;
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "paid");
+    assert_eq!(order.transaction_id.as_deref(), Some(first));
+    let anomaly = order.anomaly.expect("the second payment is recorded on the order");
+    assert!(anomaly.contains("4200004561202203217657282768") && anomaly.contains(first), "{anomaly}");
+    assert!(wxtopup::services::refunds::refunds_of(&app.db, &number).await.unwrap().is_empty());
+    assert!(app.attempts(&number).await.is_empty(), "the second payment starts no second top-up");
+}

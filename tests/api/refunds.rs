@@ -539,3 +539,220 @@ async fn failed_refund_orders(app: &TestApp) -> Vec<String> {
     let page: Value = app.admin_get("/admin/orders?refundFailed=true").await.json().await.unwrap();
     page["items"].as_array().unwrap().iter().map(|o| o["orderNumber"].as_str().unwrap().to_string()).collect()
 }
+
+/// WeChat's queryrefund, answering for each refund what `states` says (`PROCESSING` until told).
+async fn mount_refund_states(
+    app: &TestApp,
+) -> std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> {
+    let states = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, String>::new()));
+    let answers = states.clone();
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryrefund"))
+        .respond_with(move |request: &wiremock::Request| {
+            let asked: Value = serde_json::from_slice(&request.body).unwrap();
+            let no = asked["out_refund_no"].as_str().unwrap().to_string();
+            let state = answers.lock().unwrap().get(&no).cloned().unwrap_or_else(|| "PROCESSING".into());
+            ResponseTemplate::new(200).set_body_json(query_refund_answer(&no, &state))
+        })
+        .mount(&app.wechat)
+        .await;
+    states
+}
+
+#[tokio::test]
+async fn a_settled_partial_refund_leaves_the_order_refunding_while_a_newer_one_is_pending() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    mount_wechat(&app, "refund", refund_accepted(), 2).await;
+    let states = mount_refund_states(&app).await;
+    let (first_no, second_no) = (format!("R{number}01"), format!("R{number}02"));
+
+    let first: Value = refund(&app, &number, json!({"reason": "part", "amount": "5.00"})).await.json().await.unwrap();
+    assert_eq!(first["status"], "submitted");
+    let second: Value = refund(&app, &number, json!({"reason": "more", "amount": "3.00"})).await.json().await.unwrap();
+    assert_eq!(
+        (second["outRefundNo"].as_str(), second["status"].as_str()),
+        (Some(second_no.as_str()), Some("submitted"))
+    );
+
+    // The first one settles; the second is still being processed.
+    states.lock().unwrap().insert(first_no.clone(), "SUCCESS".into());
+    assert_eq!(run_once(&app.state).await.unwrap().refunds_completed, 1);
+    let rows = wxtopup::services::refunds::refunds_of(&app.db, &number).await.unwrap();
+    assert_eq!((rows[0].status.as_str(), rows[1].status.as_str()), ("success", "submitted"));
+    assert_eq!(app.order(&number).await.status.as_str(), "refunding");
+    assert_books_balance(&app, &number).await;
+
+    states.lock().unwrap().insert(second_no, "SUCCESS".into());
+    assert_eq!(run_once(&app.state).await.unwrap().refunds_completed, 1);
+    // 8.00 of 12.00 back and the top-up delivered: delivered, with a refund.
+    let order = app.order(&number).await;
+    assert_eq!(order.status.as_str(), "success");
+    assert_eq!(order.refund_requested.round_dp(2), rust_decimal::Decimal::from(8));
+    let books = assert_books_balance(&app, &number).await;
+    assert_eq!((books["deliveredTotal"].as_str(), books["refundedTotal"].as_str()), (Some("4.00"), Some("8.00")));
+}
+
+#[tokio::test]
+async fn a_refund_opened_while_an_earlier_one_settles_keeps_the_order_refunding() {
+    use sea_orm::{sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+    use sea_orm::{Database, TransactionTrait};
+    use wxtopup::entities::{order, refund as refund_row};
+
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    mount_wechat(&app, "refund", refund_accepted(), 2).await;
+    let states = mount_refund_states(&app).await;
+    let (first_no, second_no) = (format!("R{number}01"), format!("R{number}02"));
+    let first: Value = refund(&app, &number, json!({"reason": "part", "amount": "5.00"})).await.json().await.unwrap();
+    assert_eq!(first["status"], "submitted");
+    states.lock().unwrap().insert(first_no, "SUCCESS".into());
+
+    // A second partial refund is being opened (as the refund service does: the counter and the row in
+    // one transaction) on another connection, holding the order's row while the first one settles.
+    // On MariaDB and PostgreSQL the settle reads the order and its refunds before this commits and
+    // writes after: only the refund counter in its guard keeps it from marking the order refunded. On
+    // SQLite (one writer) the settle's first write waits for this commit, so it reads the new refund.
+    let other = Database::connect(&app.database_url).await.unwrap();
+    let opening = other.begin().await.unwrap();
+    order::Entity::update_many()
+        .col_expr(order::Column::RefundSeq, Expr::value(2))
+        .col_expr(order::Column::RefundRequested, Expr::value(rust_decimal::Decimal::from(8)))
+        .filter(order::Column::OrderNumber.eq(&number))
+        .exec(&opening)
+        .await
+        .unwrap();
+    let now = wxtopup::domain::now_utc();
+    refund_row::ActiveModel {
+        order_number: Set(number.clone()),
+        out_refund_no: Set(second_no.clone()),
+        amount: Set(rust_decimal::Decimal::from(3)),
+        reason: Set("more".into()),
+        source: Set("operator".into()),
+        status: Set(wxtopup::domain::RefundStatus::Pending),
+        attempts: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&opening)
+    .await
+    .unwrap();
+    let asked_before = wechat_requests(&app, "/_/pay/queryrefund").await;
+    let state = app.state.clone();
+    let pass = tokio::spawn(async move { run_once(&state).await });
+    wait_for_wechat_requests(&app, "/_/pay/queryrefund", asked_before + 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    opening.commit().await.unwrap();
+    pass.await.unwrap().unwrap();
+    assert_eq!(app.order(&number).await.status.as_str(), "refunding", "a refund is still pending");
+
+    // The second one is sent and settles; only then does the order leave refunding (delivered, with
+    // 8.00 of its 12.00 back).
+    states.lock().unwrap().insert(second_no, "SUCCESS".into());
+    run_once(&app.state).await.unwrap();
+    let rows = wxtopup::services::refunds::refunds_of(&app.db, &number).await.unwrap();
+    assert!(rows.iter().all(|r| r.status.as_str() == "success"), "{rows:?}");
+    assert_eq!(app.order(&number).await.status.as_str(), "success");
+    assert_books_balance(&app, &number).await;
+}
+
+async fn wechat_requests(app: &TestApp, path: &str) -> usize {
+    app.wechat.received_requests().await.unwrap().iter().filter(|r| r.url.path() == path).count()
+}
+
+/// Waits until WeChat has received `count` requests on `path` (the last answer may still be on its way).
+async fn wait_for_wechat_requests(app: &TestApp, path: &str, count: usize) {
+    for _ in 0..400 {
+        if wechat_requests(app, path).await >= count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("WeChat never received {count} requests on {path}");
+}
+
+/// A client that gives up after 50 ms, long before a slow WeChat answers.
+fn impatient() -> reqwest::Client {
+    reqwest::Client::builder().timeout(std::time::Duration::from_millis(50)).build().unwrap()
+}
+
+/// WeChat accepts refunds, 300 ms late (within the service's 500 ms timeout).
+async fn mount_slow_refund(app: &TestApp) {
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(refund_accepted())
+                .set_delay(std::time::Duration::from_millis(300)),
+        )
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+}
+
+#[tokio::test]
+async fn a_refund_whose_operator_hangs_up_is_still_sent_and_settles() {
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    let out_refund_no = format!("R{number}01");
+    mount_slow_refund(&app).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&out_refund_no, "SUCCESS"), 1).await;
+
+    let sent = impatient()
+        .post(app.url(&format!("/admin/orders/{number}/refund")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"reason": "customer changed their mind"}))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the caller gave up before the answer");
+    // No reconciliation pass: the request's own work finishes it.
+    app.wait_for_status(&number, "refunded").await;
+    let rows = wxtopup::services::refunds::refunds_of(&app.db, &number).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].out_refund_no.as_str(), rows[0].status.as_str()), (out_refund_no.as_str(), "success"));
+    assert_eq!(rows[0].refund_id.as_deref(), Some("50000000000000000000000000"));
+    assert_books_balance(&app, &number).await;
+}
+
+#[tokio::test]
+async fn a_refund_retry_whose_operator_hangs_up_is_still_sent_and_settles() {
+    let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "1")]).await;
+    let number = delivered_order(&app).await;
+    let out_refund_no = format!("R{number}01");
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refusal("PARAM_ERROR")))
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
+        .mount(&app.wechat)
+        .await;
+    let first: Value = refund(&app, &number, json!({"reason": "refused"})).await.json().await.unwrap();
+    assert_eq!(first["status"], "failed");
+
+    // The retry asks WeChat first (it has no such refund), then sends it again, slowly.
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryrefund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refusal("REFUNDNOTEXIST")))
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
+        .mount(&app.wechat)
+        .await;
+    mount_slow_refund(&app).await;
+    mount_wechat(&app, "queryrefund", query_refund_answer(&out_refund_no, "SUCCESS"), 1).await;
+    let sent = impatient()
+        .post(app.url(&format!("/admin/refunds/{out_refund_no}/retry")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the caller gave up before the answer");
+    app.wait_for_status(&number, "refunded").await;
+    let rows = wxtopup::services::refunds::refunds_of(&app.db, &number).await.unwrap();
+    assert_eq!((rows.len(), rows[0].status.as_str()), (1, "success"));
+    let sent = refund_requests(&app.wechat.received_requests().await.unwrap());
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|r| r["out_refund_no"] == out_refund_no.as_str()), "{sent:?}");
+    assert_books_balance(&app, &number).await;
+}
