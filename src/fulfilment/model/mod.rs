@@ -14,6 +14,7 @@
 //! reachable), and a vacuity check (every kind of action fires, every outcome is reached).
 
 mod fulfilment;
+mod refunds;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
