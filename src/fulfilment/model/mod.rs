@@ -13,6 +13,7 @@
 //! backward search from the done states for liveness (from every reachable state some done state is
 //! reachable), and a vacuity check (every kind of action fires, every outcome is reached).
 
+mod expiry;
 mod fulfilment;
 mod refunds;
 
