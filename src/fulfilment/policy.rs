@@ -1,5 +1,5 @@
 //! The decisions of a fulfilment attempt, as pure functions: what the carrier's answer proves and what
-//! to do next. The worker in `mod.rs` and the protocol model in `model.rs` both call these, so the
+//! to do next. The worker in `mod.rs` and the protocol model in `model/` both call these, so the
 //! model checks the rules the service runs.
 
 use std::time::Duration;
