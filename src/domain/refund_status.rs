@@ -25,6 +25,14 @@ pub enum RefundStatus {
 }
 
 impl RefundStatus {
+    pub const ALL: [RefundStatus; 5] = [
+        RefundStatus::Pending,
+        RefundStatus::Submitted,
+        RefundStatus::Success,
+        RefundStatus::Failed,
+        RefundStatus::Replaced,
+    ];
+
     /// Still to be driven by the service.
     pub const OPEN: [RefundStatus; 2] = [RefundStatus::Pending, RefundStatus::Submitted];
 

@@ -36,6 +36,9 @@ pub struct ReconcileReport {
     pub refunds_opened: u64,
     /// Refunds that reached success in this pass.
     pub refunds_completed: u64,
+    /// Orders left `refunding` though every refund of theirs had settled (the process stopped between
+    /// a refund's success and the order's), moved on by this pass.
+    pub orders_settled: u64,
     /// Unpaid orders WeChat reports in a way that does not fit them (another amount, `REFUND`, a payment
     /// by another transaction than the one recorded meanwhile).
     pub anomalies: u64,
@@ -50,6 +53,7 @@ pub async fn run_once(state: &AppState) -> Result<ReconcileReport, DbErr> {
     reconcile_unpaid(state, &mut report).await?;
     refund_failed_top_ups(state, &mut report).await?;
     drive_refunds(state, &mut report).await?;
+    report.orders_settled = refunds::settle_stranded_orders(&state.db, state.settings.fulfilment.batch_size).await?;
     check_books(state, &mut report).await?;
     metrics::counter!("job_runs_total", "job" => "reconcile").increment(1);
     metrics::histogram!("job_duration_seconds", "job" => "reconcile").record(started.elapsed().as_secs_f64());

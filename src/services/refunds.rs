@@ -316,13 +316,13 @@ fn refund_state_text(state: &RefundState) -> String {
 /// Once every refund of the order has succeeded (or was replaced by one that did): `refunding →
 /// refunded`, or back to `success` when a delivered order keeps part of its payment. The refund counter is part of
 /// the guard: a refund opened meanwhile keeps the order `refunding`.
-async fn settle_order(db: &impl ConnectionTrait, order_number: &str) -> Result<(), DbErr> {
+async fn settle_order(db: &impl ConnectionTrait, order_number: &str) -> Result<bool, DbErr> {
     let Some(order) = find_by_number(db, order_number).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let refunds = refunds_of(db, order_number).await?;
     if order.status != OrderStatus::Refunding || !refunds.iter().all(|r| r.status.is_settled()) {
-        return Ok(());
+        return Ok(false);
     }
     // Every refund settled, so what was asked for is what came back.
     let kept = Money::from_stored(order.amount).saturating_sub(Money::from_stored(order.refund_requested));
@@ -332,10 +332,42 @@ async fn settle_order(db: &impl ConnectionTrait, order_number: &str) -> Result<(
         OrderEvent::RefundSucceeded
     };
     let guard = Condition::all().add(order::Column::RefundSeq.eq(order.refund_seq));
-    if transition(db, &order, event, vec![], guard).await?.won() {
+    let won = transition(db, &order, event, vec![], guard).await?.won();
+    if won {
         tracing::info!(order_number, kept = %kept, "order refunded");
     }
-    Ok(())
+    Ok(won)
+}
+
+/// Orders still `refunding` whose refunds have all settled: a refund's success was written and the
+/// process stopped before the order's (nothing drives a settled refund again). Settles each as
+/// [`settle_order`] would have; returns how many moved.
+pub async fn settle_stranded_orders(db: &impl ConnectionTrait, limit: u64) -> Result<u64, DbErr> {
+    use sea_orm::sea_query::Query;
+    use sea_orm::QuerySelect;
+    let unsettled: Vec<RefundStatus> = RefundStatus::ALL.into_iter().filter(|s| !s.is_settled()).collect();
+    let open = Query::select()
+        .column(refund::Column::OrderNumber)
+        .from(refund::Entity)
+        .and_where(refund::Column::Status.is_in(unsettled))
+        .to_owned();
+    let stranded: Vec<String> = order::Entity::find()
+        .select_only()
+        .column(order::Column::OrderNumber)
+        .filter(order::Column::Status.eq(OrderStatus::Refunding))
+        .filter(order::Column::OrderNumber.not_in_subquery(open))
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut settled = 0;
+    for number in stranded {
+        if settle_order(db, &number).await? {
+            tracing::warn!(order_number = number, "order settled after its refunds were found done");
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }
 
 pub async fn refunds_of(db: &impl ConnectionTrait, order_number: &str) -> Result<Vec<refund::Model>, DbErr> {

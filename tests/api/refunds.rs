@@ -756,3 +756,30 @@ async fn a_refund_retry_whose_operator_hangs_up_is_still_sent_and_settles() {
     assert!(sent.iter().all(|r| r["out_refund_no"] == out_refund_no.as_str()), "{sent:?}");
     assert_books_balance(&app, &number).await;
 }
+
+#[tokio::test]
+async fn an_order_left_refunding_after_its_refund_succeeded_is_settled_by_the_job() {
+    use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, QueryFilter};
+    use wxtopup::entities::refund as refund_row;
+    let app = spawn_app().await;
+    let number = delivered_order(&app).await;
+    mount_wechat(&app, "refund", refund_accepted(), 1).await;
+    // WeChat is still processing when asked: the refund stays submitted, the order refunding.
+    let out_refund_no = format!("R{number}01");
+    mount_wechat(&app, "queryrefund", query_refund_answer(&out_refund_no, "PROCESSING"), 1).await;
+    refund(&app, &number, json!({"reason": "whole"})).await;
+    assert_eq!(app.order(&number).await.status.as_str(), "refunding");
+    // The refund's success is written, then the process stops before the order's: nothing drives a
+    // refund that is already a success again.
+    refund_row::Entity::update_many()
+        .col_expr(refund_row::Column::Status, Expr::value(wxtopup::domain::RefundStatus::Success))
+        .filter(refund_row::Column::OutRefundNo.eq(&out_refund_no))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let report = run_once(&app.state).await.unwrap();
+    assert_eq!(report.orders_settled, 1);
+    assert_eq!(app.order(&number).await.status.as_str(), "refunded");
+    assert_books_balance(&app, &number).await;
+    assert_eq!(run_once(&app.state).await.unwrap().orders_settled, 0, "settled once");
+}

@@ -22,9 +22,9 @@
 //! # Trusted, not modelled
 //! - WeChat answers per its documented semantics (above); the database applies each conditional
 //!   `UPDATE` atomically; the code performs exactly these steps.
-//! - No driver stops between writing a refund's success and settling the order:
-//!   `a_crash_between_a_refunds_success_and_the_settle_is_found` shows the order then stays
-//!   `refunding` for good, since nothing settles a refund that is already `success`.
+//! - A driver may stop between writing a refund's success and settling the order; reconciliation's
+//!   `settle_stranded_orders` then settles it (`without_the_stranded_order_sweep_an_order_stays_refunding`
+//!   shows the order would otherwise stay `refunding` for good).
 //! - Amounts: one price, whole refunds (the counter guard on `refund_requested` is what keeps
 //!   partial refunds within the payment; one whole refund exercises the same guard).
 //!
@@ -69,6 +69,9 @@ struct Rules {
     success_on_acceptance: bool,
     /// Mutant: the sweep leaves failed refunds alone.
     no_requery: bool,
+    /// Mutant: reconciliation does not settle orders left `refunding` after all their refunds settled
+    /// (`settle_stranded_orders`).
+    no_stranded_sweep: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -410,6 +413,13 @@ impl Model {
     /// A driver starts on a row: the sweep on every row still to be driven (`due_refunds`), the
     /// notification on the open ones, the operator's retry on a failed one.
     fn start(&self, s: &State, d: usize, out: &mut Vec<(Action, State)>) {
+        // `settle_stranded_orders`: an order still refunding whose refunds are all settled.
+        let all_settled = s.rows.iter().flatten().all(|r| r.status == RefundStatus::Success);
+        if !self.rules.no_stranded_sweep && s.status == OrderStatus::Refunding && all_settled {
+            let mut t = *s;
+            t.drivers[d] = Driver::Settle;
+            out.push((Action::Start { d: d as u8, row: 0, caller: Caller::Sweep, seen: RefundStatus::Success }, t));
+        }
         for (r, row) in s.rows.iter().enumerate() {
             let Some(row) = row else { continue };
             let mut callers = vec![];
@@ -655,7 +665,7 @@ const OUTCOMES: [Outcome<State>; 3] = [
 ];
 
 const BOUNDS: Bounds =
-    Bounds { transients: 1, refusals: 2, notices: 1, retries: 1, crashes: 1, settle_with_success: true };
+    Bounds { transients: 1, refusals: 2, notices: 1, retries: 1, crashes: 1, settle_with_success: false };
 
 fn run(rules: Rules, bounds: Bounds) -> Report {
     run_for(rules, bounds, &PROPERTIES)
@@ -702,13 +712,13 @@ fn never_requerying_failed_refunds_is_caught() {
     assert!(stuck.state.contains("failed") && stuck.state.contains("WeChat Succeeded"), "{stuck}");
 }
 
-/// A gap in `services/refunds.rs` the model found: `confirm_refund` writes the refund's success, then
-/// `settle_order` moves the order; a process that stops (or a database error) between the two leaves
-/// the order `refunding` for good, because `due_refunds` and the notification skip `success` refunds
-/// and nothing else settles the order. Trusted away in `BOUNDS`; this test keeps it visible.
+/// `confirm_refund` writes the refund's success, then `settle_order` moves the order; a process that
+/// stops (or a database error) between the two would leave the order `refunding` for good, because
+/// `due_refunds` and the notification skip `success` refunds. Reconciliation's stranded-order sweep is
+/// what settles it: without it, the checker finds the dead end.
 #[test]
-fn a_crash_between_a_refunds_success_and_the_settle_is_found() {
+fn without_the_stranded_order_sweep_an_order_stays_refunding() {
     let bounds = Bounds { transients: 0, refusals: 0, notices: 0, retries: 0, crashes: 1, settle_with_success: false };
-    let stuck = run(Rules::default(), bounds).assert_stuck();
+    let stuck = run(Rules { no_stranded_sweep: true, ..Rules::default() }, bounds).assert_stuck();
     assert!(stuck.state.contains("order=refunding") && stuck.state.contains("R1: success"), "{stuck}");
 }
