@@ -192,7 +192,15 @@ impl Fulfiller {
             let (answer, message) = answer;
             let used = u32::try_from(claim.attempt.saturating_sub(claim.order.budget_from)).unwrap_or(u32::MAX).max(1);
             match policy::next_step(call, answer, used, self.inner.settings.max_attempts) {
-                Step::Submit => call = Call::Submit,
+                Step::Submit => {
+                    // The query may have taken long enough for the lease to lapse and another attempt to
+                    // claim the order: submit only while this claim still holds it (a write, so the check
+                    // and the claim are ordered in the database).
+                    if call == Call::Query && !self.update_held(&claim, vec![]).await? {
+                        return Ok(FulfilOutcome::NotClaimed);
+                    }
+                    call = Call::Submit
+                }
                 Step::Deliver => return self.deliver(&claim, message).await,
                 Step::Fail => {
                     let reason = message.unwrap_or_else(|| "the carrier reported the top-up failed".into());

@@ -448,3 +448,34 @@ async fn shutdown_keeps_a_claim_between_its_query_and_the_submit_it_leads_to() {
     let order = app.order(&number).await;
     assert_eq!(order.status.as_str(), "success");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_claim_was_taken_during_its_query_does_not_submit() {
+    let app = spawn_app().await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    app.set(&number, vec![(order::Column::Submitted, Expr::value(true))]).await;
+    let carrier = std::sync::Arc::new(GatedCarrier::default());
+    let fulfiller = wxtopup::fulfilment::Fulfiller::new(
+        app.state.db.clone(),
+        carrier.clone(),
+        app.state.settings.fulfilment.clone(),
+    );
+    let attempt = tokio::spawn({
+        let (fulfiller, number) = (fulfiller.clone(), number.clone());
+        async move { fulfiller.fulfil_order(&number).await }
+    });
+    carrier.queried.notified().await;
+    // The query outlasted the lease; another replica claimed the order meanwhile (a newer version).
+    let claimed = app.order(&number).await;
+    app.set(
+        &number,
+        vec![
+            (order::Column::LeaseOwner, Expr::value("w-another")),
+            (order::Column::FulfilAttempts, Expr::value(claimed.fulfil_attempts + 1)),
+        ],
+    )
+    .await;
+    carrier.answer_query.notify_one();
+    assert_eq!(attempt.await.unwrap().unwrap(), FulfilOutcome::NotClaimed);
+    assert_eq!(carrier.submits.load(std::sync::atomic::Ordering::SeqCst), 0, "the newer claim decides");
+}
