@@ -12,6 +12,7 @@ mod m20261202_000006_manage_the_catalog;
 mod m20261202_000007_create_idempotency_keys;
 mod m20261202_000008_create_notifications;
 mod m20261202_000009_create_sandbox_tables;
+mod m20261202_000010_count_refund_refusals;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_create_idempotency_keys::Migration),
             Box::new(m20261202_000008_create_notifications::Migration),
             Box::new(m20261202_000009_create_sandbox_tables::Migration),
+            Box::new(m20261202_000010_count_refund_refusals::Migration),
         ]
     }
 }

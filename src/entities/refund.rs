@@ -24,6 +24,8 @@ pub struct Model {
     pub updated_at: DateTime,
     /// When a pending refund is sent again (backoff after a retryable refusal).
     pub next_attempt_at: Option<DateTime>,
+    /// WeChat's permanent refusals, the count `REFUND_MAX_ATTEMPTS` limits (`attempts` counts every try).
+    pub refusals: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

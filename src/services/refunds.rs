@@ -157,6 +157,7 @@ async fn open(
         created_at: Set(now),
         updated_at: Set(now),
         next_attempt_at: Set(None),
+        refusals: Set(0),
         ..Default::default()
     }
     .insert(&txn)
@@ -228,7 +229,9 @@ pub async fn submit_refund(
         }
         Err(error) => {
             let attempts = refund.attempts.saturating_add(1);
-            let give_up = !error.is_transient() && u32::try_from(attempts).unwrap_or(u32::MAX) >= policy.max_attempts;
+            // Only a permanent refusal uses up the budget; a retryable answer is tried again on the backoff.
+            let refusals = if error.is_transient() { refund.refusals } else { refund.refusals.saturating_add(1) };
+            let give_up = !error.is_transient() && u32::try_from(refusals).unwrap_or(u32::MAX) >= policy.max_attempts;
             if give_up {
                 tracing::error!(out_refund_no = refund.out_refund_no, %error, "refund refused for good; needs an operator");
             } else {
@@ -237,6 +240,7 @@ pub async fn submit_refund(
             let status = if give_up { RefundStatus::Failed } else { RefundStatus::Pending };
             let sets = vec![
                 (refund::Column::Attempts, Expr::value(attempts)),
+                (refund::Column::Refusals, Expr::value(refusals)),
                 (refund::Column::LastError, Expr::value(error.to_string().chars().take(500).collect::<String>())),
                 (refund::Column::Status, Expr::value(status)),
                 (refund::Column::NextAttemptAt, Expr::value(policy.next_attempt(attempts.unsigned_abs()))),
@@ -526,6 +530,7 @@ pub async fn replace_refund(
         created_at: Set(now),
         updated_at: Set(now),
         next_attempt_at: Set(None),
+        refusals: Set(0),
         ..Default::default()
     }
     .insert(&txn)

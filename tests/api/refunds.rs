@@ -783,3 +783,27 @@ async fn an_order_left_refunding_after_its_refund_succeeded_is_settled_by_the_jo
     assert_books_balance(&app, &number).await;
     assert_eq!(run_once(&app.state).await.unwrap().orders_settled, 0, "settled once");
 }
+
+#[tokio::test]
+async fn retryable_answers_never_use_up_the_refusal_budget() {
+    let app = spawn_app_with(&[("REFUND_MAX_ATTEMPTS", "2")]).await;
+    let number = delivered_order(&app).await;
+    // Three retryable answers, then one permanent refusal: one refusal of a budget of two.
+    Mock::given(method("POST"))
+        .and(path("/_/pay/refund"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refusal("SYSTEMERROR")))
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&app.wechat)
+        .await;
+    mount_wechat(&app, "refund", refusal("PARAM_ERROR"), 1).await;
+    refund(&app, &number, json!({"reason": "busy"})).await;
+    for _ in 0..3 {
+        make_refunds_due(&app).await;
+        run_once(&app.state).await.unwrap();
+    }
+    let history: Value = app.admin_get(&format!("/admin/orders/{number}")).await.json().await.unwrap();
+    let row = &history["refunds"][0];
+    assert_eq!((row["status"].as_str(), row["attempts"].as_i64()), (Some("pending"), Some(4)), "{row}");
+    assert!(row["lastError"].as_str().unwrap().contains("PARAM_ERROR"), "{row}");
+}

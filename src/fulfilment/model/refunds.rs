@@ -118,6 +118,8 @@ enum Answer {
 struct Row {
     status: RefundStatus,
     attempts: u8,
+    /// Permanent refusals: what the budget limits (`attempts` counts every try and versions the row).
+    refusals: u8,
     /// Its amount is part of `refund_requested`.
     counted: bool,
 }
@@ -282,7 +284,7 @@ impl Spec for Model {
 
     fn initial(&self) -> State {
         let b = self.bounds;
-        let opened = Row { status: RefundStatus::Pending, attempts: 0, counted: true };
+        let opened = Row { status: RefundStatus::Pending, attempts: 0, refusals: 0, counted: true };
         State {
             status: OrderStatus::Refunding,
             requested: 1,
@@ -490,7 +492,10 @@ impl Model {
             Answer::Transient | Answer::Refused => {
                 if current.status == RefundStatus::Pending && current.attempts == seen_attempts {
                     current.attempts += 1;
-                    if answer == Answer::Refused && current.attempts >= budget {
+                    if answer == Answer::Refused {
+                        current.refusals += 1;
+                    }
+                    if answer == Answer::Refused && current.refusals >= budget {
                         self.fail(&mut t, &mut current);
                     }
                 }
@@ -552,7 +557,7 @@ impl Model {
                 if let Some(new) = new {
                     // The same money under a new number: the old row's amount moves to it.
                     current.counted = false;
-                    t.rows[new] = Some(Row { status: RefundStatus::Pending, attempts: 0, counted: true });
+                    t.rows[new] = Some(Row { status: RefundStatus::Pending, attempts: 0, refusals: 0, counted: true });
                     t.drivers[d] = Driver::Submit { row: new as u8, seen_attempts: 0, budget: 0, answer: None };
                 }
             } else {
@@ -598,7 +603,7 @@ impl Model {
             let mut t = *s;
             t.status = to;
             t.requested += 1;
-            t.rows[r] = Some(Row { status: RefundStatus::Pending, attempts: 0, counted: true });
+            t.rows[r] = Some(Row { status: RefundStatus::Pending, attempts: 0, refusals: 0, counted: true });
             out.push((Action::OperatorOpens { row: r as u8 }, t));
         }
     }
