@@ -311,8 +311,14 @@ pub async fn retry_order(
     _admin: Admin,
     ApiPath(order_number): ApiPath<String>,
 ) -> Result<Json<AdminOrderResponse>, ApiError> {
-    let order = admin::retry_order(&state.db, &order_number).await?;
-    lifecycle::react(&state, Happened::RetryRequested { order_number: order.order_number.clone() });
+    // The retry and the start of its delivery finish even if the operator hangs up.
+    let task_state = state.clone();
+    let order = lifecycle::to_completion(async move {
+        let order = admin::retry_order(&task_state.db, &order_number).await?;
+        lifecycle::react(&task_state, Happened::RetryRequested { order_number: order.order_number.clone() });
+        Ok::<_, crate::services::ServiceError>(order)
+    })
+    .await??;
     Ok(Json(order.try_into()?))
 }
 
@@ -378,7 +384,15 @@ pub async fn mark_delivered(
     if note.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "note is required"));
     }
-    let order = admin::mark_delivered(&state.db, &order_number, &note).await?;
+    // Settled and the buyer told, even if the operator hangs up.
+    let task_state = state.clone();
+    let order = lifecycle::to_completion(async move {
+        let order = admin::mark_delivered(&task_state.db, &order_number, &note).await?;
+        let outcome = crate::fulfilment::FulfilOutcome::Delivered;
+        lifecycle::react(&task_state, Happened::Fulfilment { order_number: order.order_number.clone(), outcome });
+        Ok::<_, crate::services::ServiceError>(order)
+    })
+    .await??;
     Ok(Json(order.try_into()?))
 }
 

@@ -240,3 +240,17 @@ async fn the_buyer_sees_what_they_were_told_and_only_that() {
     let other = app.get_as(&format!("/orders/{number}"), "another-openid").await;
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_order_an_operator_marks_delivered_tells_the_buyer_it_arrived() {
+    let app = spawn_app_with(&TEMPLATES).await;
+    mount_send(&app, ResponseTemplate::new(200).set_body_json(json!({"errcode": 0})), 1).await;
+    let number = app.paid_order_in_db("+97688112233").await;
+    app.set(&number, vec![(wxtopup::entities::order::Column::Status, Expr::value("unresolved"))]).await;
+    let marked = app
+        .admin_post_json(&format!("/admin/orders/{number}/mark-delivered"), &json!({"note": "carrier portal shows it"}))
+        .await;
+    assert_eq!(marked.status(), StatusCode::OK);
+    assert_eq!(settled(&app, &number, "delivered").await.status, "sent");
+    assert_eq!(sent_bodies(&app).await[0]["template_id"], "tmpl-delivered");
+}
