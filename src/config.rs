@@ -802,6 +802,44 @@ mod tests {
         assert!(err.to_string().contains("WECHAT_MCH_ID"));
     }
 
+    /// What a cloud hosting container gets: the image's `.env.production`, `container.config.json`'s
+    /// variables (after the real environment, so they win) and what the platform injects.
+    fn cloud_hosting(console: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let deployed: serde_json::Value = serde_json::from_str(include_str!("../container.config.json")).unwrap();
+        let mut environment: HashMap<String, String> = deployed["envParams"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let injected = [("CBR_ENV_ID", "prod-1"), ("MYSQL_ADDRESS", "10.0.0.2:3306"), ("MYSQL_USERNAME", "root")];
+        environment.extend(injected.iter().chain(console).map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut all = HashMap::new();
+        let file = dotenvy::from_read_iter(include_str!("../.env.production").as_bytes());
+        for item in file {
+            let (key, value) = item.unwrap();
+            all.insert(key, value);
+        }
+        all.extend(environment);
+        Settings::from_vars(&all)
+    }
+
+    #[test]
+    fn the_deployment_placeholders_are_exactly_what_production_still_needs() {
+        // As shipped, the placeholders left empty are what the service names, all at once.
+        let err = cloud_hosting(&[]).unwrap_err();
+        assert_eq!(err.vars(), ["WECHAT_MCH_ID", "WECHAT_PAYMENT_CALLBACK_SERVICE", "TOPUP_API_URL"], "{err}");
+        // Filled in, production starts.
+        let filled = [
+            ("WECHAT_MCH_ID", "1712734762"),
+            ("WECHAT_PAYMENT_CALLBACK_SERVICE", "wxtopup"),
+            ("TOPUP_API_URL", "https://carrier.example/api"),
+        ];
+        let settings = cloud_hosting(&filled).unwrap();
+        assert!(settings.is_production() && !settings.wechat.sandbox);
+        assert!(settings.database_url.starts_with("mysql://root:@10.0.0.2:3306/wxtopup"), "{settings:?}");
+    }
+
     #[test]
     fn every_problem_is_reported_at_once() {
         let err = Settings::from_vars(&vars(&[
