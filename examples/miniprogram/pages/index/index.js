@@ -1,9 +1,13 @@
 const { call, newKey } = require('../../utils/api');
 
 const PHONE_PATTERN = /^\+?\d{6,15}$/;
-const FINAL_STATUSES = ['success', 'failed', 'refunded', 'closed'];
+// `failed` is not final for the buyer: the service refunds a failed top-up by itself, so the page
+// keeps watching until the money is back (`refunded`).
+const FINAL_STATUSES = ['success', 'refunded', 'closed'];
 const POLL_INTERVAL_MS = 2000;
 const POLL_TIMEOUT_MS = 60000;
+// Once the top-up failed or a refund is under way, the page waits this much longer for it to settle.
+const REFUND_WAIT_MS = 180000;
 
 const STATUS_TEXT = {
   unpaid: '待支付 / Unpaid',
@@ -11,6 +15,7 @@ const STATUS_TEXT = {
   recharging: '充值中 / Recharging',
   success: '充值成功 / Delivered',
   failed: '充值失败 / Failed',
+  unresolved: '充值确认中 / Being confirmed',
   refunding: '退款中 / Refunding',
   refunded: '已退款 / Refunded',
   closed: '已关闭 / Closed'
@@ -30,11 +35,30 @@ function formatTime(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+// What the buyer should know beyond the status.
+function noteFor(order) {
+  const refunded = Number(order.refundAmount || 0) > 0;
+  switch (order.status) {
+    case 'failed':
+    case 'refunding':
+      return '充值未成功，款项将原路退回 / The top-up did not go through; your money is on its way back';
+    case 'refunded':
+      return '款项已原路退回 / Your money is back';
+    case 'unresolved':
+      return '运营商尚未确认，我们会继续跟进 / The carrier has not confirmed yet; we keep checking';
+    case 'success':
+      return refunded ? `已退款 ¥${order.refundAmount} / ¥${order.refundAmount} refunded` : '';
+    default:
+      return '';
+  }
+}
+
 // Adds the fields the template shows, since WXML cannot call functions.
 function present(order) {
   return {
     ...order,
     statusText: STATUS_TEXT[order.status] || order.status,
+    note: noteFor(order),
     createdText: formatTime(order.createdAt)
   };
 }
@@ -188,14 +212,21 @@ Page({
   // paid once the service says so. ?refresh=true lets the service ask WeChat directly
   // instead of waiting for the payment callback.
   async poll(orderNumber) {
-    const deadline = Date.now() + POLL_TIMEOUT_MS;
+    let deadline = Date.now() + POLL_TIMEOUT_MS;
+    let refundSeen = false;
     for (;;) {
       const order = await call(`/orders/${encodeURIComponent(orderNumber)}?refresh=true`, 'GET');
       this.setData({ current: present(order) });
-      if (FINAL_STATUSES.includes(order.status)) return;
+      if (FINAL_STATUSES.includes(order.status)) return order;
+      if (!refundSeen && (order.status === 'failed' || order.status === 'refunding')) {
+        // The refund follows the failure by itself: give it time to settle.
+        refundSeen = true;
+        deadline = Date.now() + REFUND_WAIT_MS;
+      }
       if (Date.now() >= deadline) {
-        toast('Still processing — check My orders later');
-        return;
+        toast(refundSeen ? '退款处理中，请稍后查看 / Refund on its way — check My orders later'
+          : 'Still processing — check My orders later');
+        return order;
       }
       await sleep(POLL_INTERVAL_MS);
     }
