@@ -293,6 +293,19 @@ async fn success_with_another_amount_or_refund_on_an_unpaid_order_is_an_anomaly_
         crate::helpers::wait_for_alert(&app, "anomaly", number).await;
     }
     assert!(app.order(&odd).await.anomaly.unwrap().contains("11.00 yuan"));
+    // What reaches people reads as sentences: the order's anomaly and the alerts, never Rust's Debug.
+    let alerts: serde_json::Value = app.admin_get("/admin/alerts").await.json().await.unwrap();
+    let mut texts: Vec<String> =
+        alerts["items"].as_array().unwrap().iter().map(|a| a["message"].as_str().unwrap().to_string()).collect();
+    for number in [&odd, &refunded] {
+        texts.push(app.order(number).await.anomaly.unwrap());
+    }
+    assert!(texts.len() >= 4, "{texts:?}");
+    for text in &texts {
+        for debug in ["Some(", "None", "Other(", "{ ", "\\\""] {
+            assert!(!text.contains(debug), "{debug:?} in {text:?}");
+        }
+    }
 }
 
 #[tokio::test]
