@@ -414,11 +414,23 @@ pub async fn retry_refund(
     _admin: Admin,
     ApiPath(out_refund_no): ApiPath<String>,
 ) -> Result<Json<RefundResponse>, ApiError> {
-    let task_state = state.clone();
+    act_on_refund(state, move |s, policy| async move {
+        refunds::retry_refund(&s.db, &s.wechat, &out_refund_no, &policy).await
+    })
+    .await
+}
+
+/// Runs an operator's action on a refund to its end (a hang-up cannot cut it short), then reacts to
+/// where the refund stands.
+async fn act_on_refund<F, Fut>(state: AppState, action: F) -> Result<Json<RefundResponse>, ApiError>
+where
+    F: FnOnce(AppState, refunds::RefundPolicy) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<crate::entities::refund::Model, crate::services::ServiceError>> + Send,
+{
     let refund = lifecycle::to_completion(async move {
-        let policy = lifecycle::refund_policy(&task_state);
-        let refund = refunds::retry_refund(&task_state.db, &task_state.wechat, &out_refund_no, &policy).await?;
-        lifecycle::react(&task_state, Happened::Refund(refund.clone()));
+        let policy = lifecycle::refund_policy(&state);
+        let refund = action(state.clone(), policy).await?;
+        lifecycle::react(&state, Happened::Refund(refund.clone()));
         Ok::<_, crate::services::ServiceError>(refund)
     })
     .await??;
@@ -444,15 +456,10 @@ pub async fn replace_refund(
     _admin: Admin,
     ApiPath(out_refund_no): ApiPath<String>,
 ) -> Result<Json<RefundResponse>, ApiError> {
-    let task_state = state.clone();
-    let refund = lifecycle::to_completion(async move {
-        let policy = lifecycle::refund_policy(&task_state);
-        let refund = refunds::replace_refund(&task_state.db, &task_state.wechat, &out_refund_no, &policy).await?;
-        lifecycle::react(&task_state, Happened::Refund(refund.clone()));
-        Ok::<_, crate::services::ServiceError>(refund)
+    act_on_refund(state, move |s, policy| async move {
+        refunds::replace_refund(&s.db, &s.wechat, &out_refund_no, &policy).await
     })
-    .await??;
-    Ok(Json(refund.into()))
+    .await
 }
 
 #[derive(Serialize, ToSchema)]

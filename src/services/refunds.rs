@@ -5,8 +5,8 @@
 use rand::Rng;
 use sea_orm::sea_query::{Condition, Expr, NullOrdering, Order, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 
 use super::deliveries::{set_event_outcome, store_delivery, CallbackDelivery, CallbackError};
@@ -120,8 +120,6 @@ async fn open(
     }
     let seq = order.refund_seq + 1;
     let out_refund_no = format!("R{}{seq:02}", order.order_number);
-    let now = now_utc();
-
     let txn = db.begin().await?;
     let mut sets = vec![
         (order::Column::RefundRequested, Expr::value(requested.yuan() + amount.yuan())),
@@ -133,38 +131,58 @@ async fn open(
     let guard = Condition::all()
         .add(order::Column::RefundSeq.eq(order.refund_seq))
         .add(order::Column::FulfilAttempts.eq(order.fulfil_attempts));
-    match transition(&txn, order, event, sets, guard).await? {
-        Moved::Won { .. } => {}
+    let moved = transition(&txn, order, event, sets, guard).await?;
+    let txn = keep_if_moved(txn, moved).await?;
+    let reason: String = reason.chars().take(250).collect();
+    let row = insert_pending(&txn, &order.order_number, out_refund_no, amount.yuan(), reason, source.as_str()).await?;
+    txn.commit().await?;
+    tracing::info!(order_number = order.order_number, out_refund_no = row.out_refund_no, amount = %amount, source = source.as_str(), "refund opened");
+    Ok(row)
+}
+
+/// The transaction, if the order's transition won; rolled back with the reason otherwise.
+async fn keep_if_moved(txn: DatabaseTransaction, moved: Moved) -> Result<DatabaseTransaction, ServiceError> {
+    match moved {
+        Moved::Won { .. } => Ok(txn),
         Moved::Lost => {
             txn.rollback().await?;
-            return Err(ServiceError::OrderChanged);
+            Err(ServiceError::OrderChanged)
         }
         Moved::Refused(refused) => {
             txn.rollback().await?;
-            return Err(ServiceError::OrderNotRefundable(refused.from));
+            Err(ServiceError::OrderNotRefundable(refused.from))
         }
     }
-    let row = refund::ActiveModel {
-        order_number: Set(order.order_number.clone()),
+}
+
+/// A new refund row, `pending`, not sent yet.
+async fn insert_pending(
+    txn: &DatabaseTransaction,
+    order_number: &str,
+    out_refund_no: String,
+    amount: rust_decimal::Decimal,
+    reason: String,
+    source: &str,
+) -> Result<refund::Model, DbErr> {
+    let now = now_utc();
+    refund::ActiveModel {
+        order_number: Set(order_number.to_string()),
         out_refund_no: Set(out_refund_no),
-        amount: Set(amount.yuan()),
-        reason: Set(reason.chars().take(250).collect()),
-        source: Set(source.as_str().into()),
+        amount: Set(amount),
+        reason: Set(reason),
+        source: Set(source.to_string()),
         status: Set(RefundStatus::Pending),
         refund_id: Set(None),
         attempts: Set(0),
+        refusals: Set(0),
         last_error: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
         next_attempt_at: Set(None),
-        refusals: Set(0),
         ..Default::default()
     }
-    .insert(&txn)
-    .await?;
-    txn.commit().await?;
-    tracing::info!(order_number = order.order_number, out_refund_no = row.out_refund_no, amount = %amount, source = source.as_str(), "refund opened");
-    Ok(row)
+    .insert(txn)
+    .await
 }
 
 /// What driving a refund needs from the settings.
@@ -505,36 +523,9 @@ pub async fn replace_refund(
     let sets = vec![(order::Column::RefundSeq, Expr::value(seq))];
     let moved =
         if retired.rows_affected == 1 { transition(&txn, &order, event, sets, guard).await? } else { Moved::Lost };
-    match moved {
-        Moved::Won { .. } => {}
-        Moved::Lost => {
-            txn.rollback().await?;
-            return Err(ServiceError::OrderChanged);
-        }
-        Moved::Refused(refused) => {
-            txn.rollback().await?;
-            return Err(ServiceError::OrderNotRefundable(refused.from));
-        }
-    }
-    let now = now_utc();
-    let replacement = refund::ActiveModel {
-        order_number: Set(order.order_number.clone()),
-        out_refund_no: Set(new_number),
-        amount: Set(old.amount),
-        reason: Set(old.reason.clone()),
-        source: Set(old.source.clone()),
-        status: Set(RefundStatus::Pending),
-        refund_id: Set(None),
-        attempts: Set(0),
-        last_error: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        next_attempt_at: Set(None),
-        refusals: Set(0),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
+    let txn = keep_if_moved(txn, moved).await?;
+    let replacement =
+        insert_pending(&txn, &order.order_number, new_number, old.amount, old.reason.clone(), &old.source).await?;
     txn.commit().await?;
     tracing::info!(out_refund_no, replacement = replacement.out_refund_no, proof, "operator replaced a failed refund");
     drive_refund(db, wechat, &replacement, policy).await

@@ -412,11 +412,14 @@ impl wxtopup::fulfilment::TopUpProvider for GatedCarrier {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_keeps_a_claim_between_its_query_and_the_submit_it_leads_to() {
+type Attempt = tokio::task::JoinHandle<Result<FulfilOutcome, sea_orm::DbErr>>;
+
+/// A paid order that an earlier submit may have reached (so the attempt queries first, and submits on
+/// "never received"), and an attempt at it on a [`GatedCarrier`], waiting in its query.
+async fn attempt_held_at_its_query(
+) -> (crate::helpers::TestApp, String, std::sync::Arc<GatedCarrier>, wxtopup::fulfilment::Fulfiller, Attempt) {
     let app = spawn_app().await;
     let number = app.paid_order_in_db("+97688112233").await;
-    // A submit may have been made before: the attempt queries first, and submits on "never received".
     app.set(&number, vec![(order::Column::Submitted, Expr::value(true))]).await;
     let carrier = std::sync::Arc::new(GatedCarrier::default());
     let fulfiller = wxtopup::fulfilment::Fulfiller::new(
@@ -429,6 +432,12 @@ async fn shutdown_keeps_a_claim_between_its_query_and_the_submit_it_leads_to() {
         async move { fulfiller.fulfil_order(&number).await }
     });
     carrier.queried.notified().await;
+    (app, number, carrier, fulfiller, attempt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_keeps_a_claim_between_its_query_and_the_submit_it_leads_to() {
+    let (app, number, carrier, fulfiller, attempt) = attempt_held_at_its_query().await;
     // Hold up the attempt between its calls: on SQLite the pool's one connection is taken, so the
     // attempt waits to record the query's answer with no carrier call running (elsewhere the window
     // is only as long as that write, and this test guards rather than reproduces).
@@ -451,20 +460,7 @@ async fn shutdown_keeps_a_claim_between_its_query_and_the_submit_it_leads_to() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_whose_claim_was_taken_during_its_query_does_not_submit() {
-    let app = spawn_app().await;
-    let number = app.paid_order_in_db("+97688112233").await;
-    app.set(&number, vec![(order::Column::Submitted, Expr::value(true))]).await;
-    let carrier = std::sync::Arc::new(GatedCarrier::default());
-    let fulfiller = wxtopup::fulfilment::Fulfiller::new(
-        app.state.db.clone(),
-        carrier.clone(),
-        app.state.settings.fulfilment.clone(),
-    );
-    let attempt = tokio::spawn({
-        let (fulfiller, number) = (fulfiller.clone(), number.clone());
-        async move { fulfiller.fulfil_order(&number).await }
-    });
-    carrier.queried.notified().await;
+    let (app, number, carrier, _fulfiller, attempt) = attempt_held_at_its_query().await;
     // The query outlasted the lease; another replica claimed the order meanwhile (a newer version).
     let claimed = app.order(&number).await;
     app.set(
