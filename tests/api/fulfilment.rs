@@ -475,3 +475,71 @@ async fn an_attempt_whose_claim_was_taken_during_its_query_does_not_submit() {
     assert_eq!(attempt.await.unwrap().unwrap(), FulfilOutcome::NotClaimed);
     assert_eq!(carrier.submits.load(std::sync::atomic::Ordering::SeqCst), 0, "the newer claim decides");
 }
+
+/// A carrier that takes a moment for each submit (so concurrent top-ups interleave) and logs the
+/// reference it received.
+struct SlowCarrier;
+
+#[async_trait::async_trait]
+impl wxtopup::fulfilment::TopUpProvider for SlowCarrier {
+    async fn submit(
+        &self,
+        request: &wxtopup::fulfilment::TopUpRequest,
+    ) -> Result<wxtopup::fulfilment::Receipt, wxtopup::fulfilment::ProviderError> {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tracing::info!(reference = request.reference.as_str(), "carrier received");
+        Ok(wxtopup::fulfilment::Receipt {
+            state: wxtopup::fulfilment::TopUpState::Delivered,
+            provider_reference: None,
+            message: None,
+        })
+    }
+
+    async fn query(&self, _: &str) -> Result<Option<wxtopup::fulfilment::Receipt>, wxtopup::fulfilment::ProviderError> {
+        Ok(None)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn concurrent_top_ups_log_under_their_own_order_numbers() {
+    let app = spawn_app().await;
+    let numbers = [app.paid_order_in_db("+97688112233").await, app.paid_order_in_db("+97688112244").await];
+    let fulfiller = wxtopup::fulfilment::Fulfiller::new(
+        app.state.db.clone(),
+        std::sync::Arc::new(SlowCarrier),
+        app.state.settings.fulfilment.clone(),
+    );
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber =
+        tracing_subscriber::fmt().json().with_current_span(true).with_writer(move || writer.clone()).finish();
+    // Both attempts on this thread, interleaved at every await, under the capturing subscriber.
+    let outcomes = {
+        let _default = tracing::subscriber::set_default(subscriber);
+        join_all(numbers.iter().map(|n| fulfiller.fulfil_order(n))).await
+    };
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(FulfilOutcome::Delivered))), "{outcomes:?}");
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let received: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["fields"]["message"] == "carrier received")
+        .collect();
+    assert_eq!(received.len(), 2, "{text}");
+    for line in &received {
+        assert_eq!(line["span"]["order_number"], line["fields"]["reference"], "logged under another order: {line}");
+    }
+}
