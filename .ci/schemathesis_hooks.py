@@ -2,8 +2,8 @@
 
 A query string carries only text, so some of the invalid values schemathesis makes for a query are sent
 as exactly the bytes of a valid query: `{"page": 2, "x": []}` goes out as `page=2` (an empty list sends
-nothing), `{"anomaly": [false]}` as `anomaly=false`, `{"page": "5"}` as `page=5`. The service cannot
-tell them from the valid query and rightly answers 200, which the negative-data check would report as
+nothing, and so do `None` and `[[], []]`), `{"anomaly": [false]}` as `anomaly=false`, `{"page": "5"}` as
+`page=5`. The service cannot tell them from the valid query and rightly answers 200, which the negative-data check would report as
 invalid input accepted. This filter drops exactly those generated queries. The document has no array
 parameters and positive integers are generated as numbers, so no valid query is dropped; every other
 invalid one is still sent.
@@ -12,6 +12,7 @@ invalid one is still sent.
 import re
 
 import schemathesis
+from requests.models import RequestEncodingMixin
 
 
 def _integer_parameters(operation):
@@ -23,12 +24,21 @@ def _integer_parameters(operation):
     return names
 
 
+def _sent(query):
+    """The query string requests makes of `query`, as schemathesis sends it."""
+    return RequestEncodingMixin._encode_params(query)
+
+
 @schemathesis.hook
 def filter_query(context, query):
     if not query or context.operation is None:
         return True
     integers = _integer_parameters(context.operation)
     for name, value in query.items():
+        # requests leaves out a `None` and empty lists, alone or in a list: a parameter that sends no bytes
+        # at all was never sent.
+        if _sent(query) == _sent({k: v for k, v in query.items() if k != name}):
+            return False
         # requests sends each item of a list (or each key of a dict) as one `name=item`.
         if isinstance(value, (list, dict)) and len(value) <= 1:
             return False
