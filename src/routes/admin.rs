@@ -340,8 +340,8 @@ pub struct RefundOrderRequest {
     /// Shown to the payer by WeChat (at most 80 characters are sent); not blank.
     #[schema(example = "customer asked to cancel", min_length = 1)]
     pub reason: String,
-    /// Yuan, a decimal string with at most two decimals; all that is left to refund when omitted. Only
-    /// delivered or failed orders can be refunded in part.
+    /// Yuan, a decimal string with at most two decimals; all that is left to refund when omitted. Only a
+    /// delivered order can be refunded in part (it is `success` again once that part is back).
     #[schema(example = "5.00", pattern = "^[0-9]{1,10}(\\.[0-9]{1,2})?$")]
     pub amount: Option<String>,
     /// For an `unresolved` order only: refund even though the carrier has not proved the top-up failed
