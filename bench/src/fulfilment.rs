@@ -44,6 +44,7 @@ pub async fn run() {
             report("1 instance, MariaDB", one_mysql, ideal_one);
             let three = fulfil(&url, &carrier, 3, ORDERS_THREE_INSTANCES).await;
             report("3 instances, MariaDB", three, ideal_three);
+            util::drop_mysql(&mysql, "wxtopup_bench").await;
         }
         None => println!("  3 instances, MariaDB: skipped, no server at {mysql}"),
     }
