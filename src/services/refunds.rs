@@ -289,6 +289,15 @@ pub async fn confirm_refund(
         return Ok(refund.clone());
     }
     let state = wechat.query_refund(&refund.out_refund_no).await?;
+    record_refund_state(db, refund, state).await
+}
+
+/// Records what `queryrefund` answered for `refund` (see [`confirm_refund`]).
+async fn record_refund_state(
+    db: &impl ConnectionTrait,
+    refund: &refund::Model,
+    state: RefundState,
+) -> Result<refund::Model, ServiceError> {
     let not_done = refund::Column::Status.is_in([RefundStatus::Pending, RefundStatus::Submitted, RefundStatus::Failed]);
     let updated = match state {
         RefundState::Success => {
@@ -442,14 +451,8 @@ pub async fn drive_refund(
     Ok(refund)
 }
 
-/// An operator's retry of a failed refund: WeChat is asked first (it may have done it after all), then
-/// the same `out_refund_no` is sent again. The amount stays counted against the order throughout.
-pub async fn retry_refund(
-    db: &DatabaseConnection,
-    wechat: &WechatPay,
-    out_refund_no: &str,
-    policy: &RefundPolicy,
-) -> Result<refund::Model, ServiceError> {
+/// The refund under `out_refund_no`, which an operator may act on only while it is `failed`.
+async fn failed_refund(db: &DatabaseConnection, out_refund_no: &str) -> Result<refund::Model, ServiceError> {
     let refund = refund::Entity::find()
         .filter(refund::Column::OutRefundNo.eq(out_refund_no))
         .one(db)
@@ -458,6 +461,18 @@ pub async fn retry_refund(
     if refund.status != RefundStatus::Failed {
         return Err(ServiceError::RefundNotRetryable(refund.status));
     }
+    Ok(refund)
+}
+
+/// An operator's retry of a failed refund: WeChat is asked first (it may have done it after all), then
+/// the same `out_refund_no` is sent again. The amount stays counted against the order throughout.
+pub async fn retry_refund(
+    db: &DatabaseConnection,
+    wechat: &WechatPay,
+    out_refund_no: &str,
+    policy: &RefundPolicy,
+) -> Result<refund::Model, ServiceError> {
+    let refund = failed_refund(db, out_refund_no).await?;
     let confirmed = confirm_refund(db, wechat, &refund).await?;
     if confirmed.status != RefundStatus::Failed {
         return Ok(confirmed);
@@ -485,18 +500,11 @@ pub async fn replace_refund(
     out_refund_no: &str,
     policy: &RefundPolicy,
 ) -> Result<refund::Model, ServiceError> {
-    let old = refund::Entity::find()
-        .filter(refund::Column::OutRefundNo.eq(out_refund_no))
-        .one(db)
-        .await?
-        .ok_or(ServiceError::RefundNotFound)?;
-    if old.status != RefundStatus::Failed {
-        return Err(ServiceError::RefundNotRetryable(old.status));
-    }
+    let old = failed_refund(db, out_refund_no).await?;
     let state = wechat.query_refund(out_refund_no).await?;
     match state {
         RefundState::NotFound | RefundState::Closed => {}
-        RefundState::Success | RefundState::Processing => return confirm_refund(db, wechat, &old).await,
+        RefundState::Success | RefundState::Processing => return record_refund_state(db, &old, state).await,
         RefundState::Change | RefundState::Other(_) => {
             return Err(ServiceError::RefundNotReplaceable(refund_state_text(&state)))
         }
