@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::extract::{ApiJson, ApiPath};
 use super::identity::{client_ip, from_platform, Caller};
 use crate::app::AppState;
+use crate::domain::now_utc;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::lifecycle::{self, Happened};
 use crate::services::payments::{self, CallbackCheck, CallbackDelivery, CallbackError, CallbackOutcome};
@@ -167,9 +168,10 @@ pub async fn handle_payment_callback(
     let task_state = state.clone();
     let headers = audited_headers(&headers);
     let path_order_number = order_number.clone();
+    let received_at = now_utc();
     let handled = lifecycle::to_completion(async move {
         let state = task_state;
-        let delivery = CallbackDelivery { path_order_number: &path_order_number, headers, body: &body };
+        let delivery = CallbackDelivery { path_order_number: &path_order_number, headers, body: &body, received_at };
         let check = CallbackCheck {
             mch_id: state.settings.wechat.mch_id.as_deref(),
             verify: state.settings.lifecycle.callback_verify,
@@ -281,8 +283,9 @@ pub async fn handle_refund_callback(
     let task_state = state.clone();
     let headers = audited_headers(&headers);
     let path_order_number = order_number.clone();
+    let received_at = now_utc();
     let handled = lifecycle::to_completion(async move {
-        let delivery = CallbackDelivery { path_order_number: &path_order_number, headers, body: &body };
+        let delivery = CallbackDelivery { path_order_number: &path_order_number, headers, body: &body, received_at };
         let confirmed = refunds::record_refund_notification(&task_state.db, &task_state.wechat, delivery).await?;
         // What the confirmation found is reacted to like any other refund outcome (alerts, the buyer's
         // notification).

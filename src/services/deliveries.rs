@@ -1,11 +1,9 @@
-//! Deliveries from the platform (payment and refund callbacks): stored as received before anything is
-//! decided, for audit, and how a failure to handle one is answered.
+//! Deliveries from the platform (payment and refund callbacks): stored as received, for audit, together
+//! with what was decided about them, and how a failure to handle one is answered.
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 
 use super::ServiceError;
-use crate::domain::now_utc;
 use crate::entities::payment_event;
 use crate::wechat::WechatError;
 
@@ -15,6 +13,8 @@ pub struct CallbackDelivery<'a> {
     /// The headers that matter for audit, as a JSON object.
     pub headers: String,
     pub body: &'a [u8],
+    /// When it arrived (it is stored once decided).
+    pub received_at: chrono::NaiveDateTime,
 }
 
 /// Why a delivery could not be handled.
@@ -49,40 +49,28 @@ impl From<ServiceError> for CallbackError {
     }
 }
 
-/// Stores a delivery as received, before anything is decided, for audit.
+/// Stores a delivery as received, for audit, with what was made of it: one `INSERT` (no read-back),
+/// in the caller's transaction when the decision wrote something, so the two commit together.
 pub(crate) async fn store_delivery(
     db: &impl ConnectionTrait,
     kind: &str,
     delivery: &CallbackDelivery<'_>,
-) -> Result<payment_event::Model, sea_orm::DbErr> {
-    payment_event::ActiveModel {
-        // PostgreSQL's text refuses NUL; anyone can put one in a path or a body.
-        order_number: Set(delivery.path_order_number.chars().take(64).map(without_nul).collect()),
-        kind: Set(kind.into()),
-        outcome: Set("received".into()),
-        detail: Set(None),
-        headers: Set(delivery.headers.clone()),
-        // Real notifications are well under 2 KiB; a forged one must not cost 100 KiB of storage.
-        body: Set(stored_body(delivery.body)),
-        received_at: Set(now_utc()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-}
-
-pub(crate) async fn set_event_outcome(
-    db: &impl ConnectionTrait,
-    event_id: i64,
     outcome: &str,
     detail: Option<String>,
 ) -> Result<(), sea_orm::DbErr> {
-    payment_event::Entity::update_many()
-        .col_expr(payment_event::Column::Outcome, Expr::value(outcome))
-        .col_expr(payment_event::Column::Detail, Expr::value(detail.map(|d| truncate(&d, 500))))
-        .filter(payment_event::Column::Id.eq(event_id))
-        .exec(db)
-        .await?;
+    let event = payment_event::ActiveModel {
+        // PostgreSQL's text refuses NUL; anyone can put one in a path or a body.
+        order_number: Set(delivery.path_order_number.chars().take(64).map(without_nul).collect()),
+        kind: Set(kind.into()),
+        outcome: Set(outcome.into()),
+        detail: Set(detail.map(|d| truncate(&d, 500))),
+        headers: Set(delivery.headers.clone()),
+        // Real notifications are well under 2 KiB; a forged one must not cost 100 KiB of storage.
+        body: Set(stored_body(delivery.body)),
+        received_at: Set(delivery.received_at),
+        ..Default::default()
+    };
+    payment_event::Entity::insert(event).exec_without_returning(db).await?;
     Ok(())
 }
 

@@ -13,6 +13,18 @@ pub mod stats;
 use crate::domain::OrderStatus;
 use crate::wechat::WechatError;
 
+/// The database rolled the transaction back to break a deadlock or a serialization conflict (SQLSTATE
+/// `40001`, PostgreSQL's `40P01`): nothing of it was kept, and running it again is safe. InnoDB picks
+/// such victims among conditional updates of one order racing through its status index.
+pub(crate) fn is_conflict(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let (DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error))) = error else {
+        return false;
+    };
+    let code = error.as_database_error().and_then(|e| e.code());
+    matches!(code.as_deref(), Some("40001" | "40P01"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("order not found")]

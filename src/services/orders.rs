@@ -1,5 +1,5 @@
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, SqlErr,
 };
 
@@ -57,45 +57,49 @@ pub async fn place_order(
     loop {
         attempt += 1;
         let now = now_utc();
-        let order = order::ActiveModel {
-            order_number: Set(OrderNumber::generate(now.and_utc().timestamp_millis()).to_string()),
-            openid: Set(openid.to_string()),
-            product_id: Set(product.id),
-            product_name: Set(product.name.clone()),
-            phone_number: Set(phone.to_string()),
-            amount: Set(amount.yuan()),
-            status: Set(OrderStatus::Unpaid),
-            prepay_id: Set(None),
-            prepay_params: Set(None),
-            prepay_at: Set(None),
-            transaction_id: Set(None),
-            paid_at: Set(None),
-            anomaly: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-            product_code: Set(product.code.clone()),
-            face_value: Set(product.face_value),
-            face_currency: Set(product.face_currency.clone()),
-            fulfil_attempts: Set(0),
-            submitted: Set(false),
-            lease_owner: Set(None),
-            lease_expires_at: Set(None),
-            recharge_at: Set(None),
-            delivered_at: Set(None),
-            provider_reference: Set(None),
-            failure_reason: Set(None),
-            refund_requested: Set(Decimal::ZERO),
-            refund_seq: Set(0),
-            last_queried_at: Set(None),
-            closed_at: Set(None),
-            budget_from: Set(0),
-            unresolved_at: Set(None),
-            country: Set(Some(product.country.clone())),
-            carrier_reference: Set(Some(product.carrier_reference.clone())),
-            ..Default::default()
+        let order = order::Model {
+            id: 0,
+            order_number: OrderNumber::generate(now.and_utc().timestamp_millis()).to_string(),
+            openid: openid.to_string(),
+            product_id: product.id,
+            product_name: product.name.clone(),
+            phone_number: phone.to_string(),
+            amount: amount.yuan(),
+            status: OrderStatus::Unpaid,
+            prepay_id: None,
+            prepay_params: None,
+            prepay_at: None,
+            transaction_id: None,
+            paid_at: None,
+            anomaly: None,
+            created_at: now,
+            updated_at: now,
+            product_code: product.code.clone(),
+            face_value: product.face_value,
+            face_currency: product.face_currency.clone(),
+            fulfil_attempts: 0,
+            submitted: false,
+            lease_owner: None,
+            lease_expires_at: None,
+            recharge_at: None,
+            delivered_at: None,
+            provider_reference: None,
+            failure_reason: None,
+            refund_requested: Decimal::ZERO,
+            refund_seq: 0,
+            last_queried_at: None,
+            closed_at: None,
+            budget_from: 0,
+            unresolved_at: None,
+            country: Some(product.country.clone()),
+            carrier_reference: Some(product.carrier_reference.clone()),
         };
-        match order.insert(db).await {
-            Ok(model) => return Ok(model),
+        // One INSERT, no read-back: the row is what was sent, and the id comes with the answer
+        // (RETURNING, or MySQL's last insert id).
+        let mut row = order.clone().into_active_model();
+        row.id = NotSet;
+        match order::Entity::insert(row).exec(db).await {
+            Ok(inserted) => return Ok(order::Model { id: inserted.last_insert_id, ..order }),
             Err(e)
                 if attempt < ORDER_NUMBER_ATTEMPTS
                     && matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>

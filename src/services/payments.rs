@@ -1,9 +1,11 @@
 use chrono::Duration;
 use sea_orm::sea_query::{Condition, Expr};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait,
+};
 use std::net::IpAddr;
 
-use super::deliveries::{set_event_outcome, store_delivery};
+use super::deliveries::store_delivery;
 pub use super::deliveries::{CallbackDelivery, CallbackError};
 use super::orders::{find_by_number, find_order};
 use super::{refunds, ServiceError};
@@ -117,27 +119,37 @@ impl CallbackOutcome {
     }
 }
 
-/// Handles a payment callback: store it, check it against the order, confirm it with WeChat, make the
-/// one `unpaid → paid` transition. Safe under any number of concurrent duplicate deliveries: the
-/// conditional update picks exactly one winner.
+/// Handles a payment callback: check it against the order, confirm it with WeChat, make the one
+/// `unpaid → paid` transition, and store the delivery with its outcome. Everything the decision writes
+/// (the transition, an anomaly on the order, a late payment's refund) and the delivery are one
+/// transaction, so a delivery costs one commit, and a crash leaves either all of it or none (the
+/// platform then redelivers). The confirming query runs before the transaction, which never waits on
+/// the network. Safe under any number of concurrent duplicate deliveries: the conditional update picks
+/// exactly one winner.
 pub async fn record_payment(
     db: &DatabaseConnection,
     wechat: &WechatPay,
     check: &CallbackCheck<'_>,
     delivery: CallbackDelivery<'_>,
 ) -> Result<CallbackOutcome, CallbackError> {
-    let event = store_delivery(db, "payment_callback", &delivery).await?;
-
     let notice = match PaymentNotice::parse(delivery.body) {
         Ok(notice) => notice,
         Err(error) => {
             tracing::warn!(order_number = delivery.path_order_number, %error, "malformed payment callback");
-            set_event_outcome(db, event.id, "malformed", Some(error.to_string())).await?;
+            store_delivery(db, KIND, &delivery, "malformed", Some(error.to_string())).await?;
             metrics::counter!("payment_callbacks_total", "outcome" => "malformed").increment(1);
             return Err(CallbackError::Malformed);
         }
     };
-    let outcome = match decide(db, wechat, check, delivery.path_order_number, &notice).await {
+    let decided = match decide(db, wechat, check, delivery.path_order_number, &notice).await {
+        Ok(Verdict::Decided(outcome)) => {
+            store_delivery(db, KIND, &delivery, outcome.label(), stored_detail(&outcome)).await?;
+            Ok(outcome)
+        }
+        Ok(Verdict::Confirm { order, truth }) => record_confirmed(db, &order, &truth, &delivery).await,
+        Err(error) => Err(error),
+    };
+    let outcome = match decided {
         Ok(outcome) => outcome,
         Err(error) => {
             let label = match error {
@@ -148,29 +160,97 @@ pub async fn record_payment(
             };
             metrics::counter!("payment_callbacks_total", "outcome" => label).increment(1);
             // Best effort: the answer asks for redelivery either way.
-            let _ = set_event_outcome(db, event.id, label, Some(error.to_string())).await;
+            let _ = store_delivery(db, KIND, &delivery, label, Some(error.to_string())).await;
             return Err(error);
         }
     };
     if let Some(detail) = outcome.anomaly() {
         tracing::error!(order_number = delivery.path_order_number, detail, "payment callback anomaly");
-        record_anomaly(db, delivery.path_order_number, detail).await?;
     }
-    if matches!(outcome, CallbackOutcome::UnknownOrder) {
-        tracing::error!(order_number = delivery.path_order_number, "payment callback for an unknown order");
-    }
-    let detail = match &outcome {
-        CallbackOutcome::Contradicted => Some("transactionId differs from WeChat's record; ignored".to_string()),
-        CallbackOutcome::Rejected(reason) => {
-            tracing::warn!(order_number = delivery.path_order_number, reason, "payment callback rejected");
-            Some(reason.clone())
+    match &outcome {
+        CallbackOutcome::UnknownOrder => {
+            tracing::error!(order_number = delivery.path_order_number, "payment callback for an unknown order")
         }
-        other => other.anomaly().map(str::to_string),
-    };
-    set_event_outcome(db, event.id, outcome.label(), detail).await?;
+        CallbackOutcome::Rejected(reason) => {
+            tracing::warn!(order_number = delivery.path_order_number, reason, "payment callback rejected")
+        }
+        _ => {}
+    }
     metrics::counter!("payment_callbacks_total", "outcome" => outcome.label()).increment(1);
     tracing::info!(order_number = delivery.path_order_number, outcome = outcome.label(), "payment callback handled");
     Ok(outcome)
+}
+
+const KIND: &str = "payment_callback";
+
+/// What is stored with the delivery besides its outcome.
+fn stored_detail(outcome: &CallbackOutcome) -> Option<String> {
+    match outcome {
+        CallbackOutcome::Contradicted => Some("transactionId differs from WeChat's record; ignored".to_string()),
+        CallbackOutcome::Rejected(reason) => Some(reason.clone()),
+        other => other.anomaly().map(str::to_string),
+    }
+}
+
+/// Records what WeChat confirmed and the delivery, in one transaction; run again when the database
+/// chose it as a deadlock's victim (nothing of it was kept).
+async fn record_confirmed(
+    db: &DatabaseConnection,
+    order: &order::Model,
+    truth: &PaymentStatus,
+    delivery: &CallbackDelivery<'_>,
+) -> Result<CallbackOutcome, CallbackError> {
+    let mut tries = 1;
+    loop {
+        match record_confirmed_once(db, order, truth, delivery).await {
+            Err(CallbackError::Database(error)) if tries < CONFLICT_TRIES && super::is_conflict(&error) => {
+                tracing::debug!(order_number = order.order_number, %error, "callback transaction lost a conflict; again");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a callback's transaction is run when the database keeps rolling it back.
+const CONFLICT_TRIES: usize = 3;
+
+async fn record_confirmed_once(
+    db: &DatabaseConnection,
+    order: &order::Model,
+    truth: &PaymentStatus,
+    delivery: &CallbackDelivery<'_>,
+) -> Result<CallbackOutcome, CallbackError> {
+    let txn = db.begin().await?;
+    let recorded = async {
+        let awaiting_payment = order.status.can_take(OrderEvent::PaymentConfirmed);
+        let outcome = match confirm_from_query(&txn, order, truth).await? {
+            Finding::Confirmed(confirmation) => CallbackOutcome::Confirmed(confirmation),
+            Finding::NotPaid if awaiting_payment => CallbackOutcome::Rejected(format!(
+                "the callback said the order was paid, but WeChat reports it {}: forged or mistaken",
+                truth.trade_state.describe()
+            )),
+            Finding::NotPaid => CallbackOutcome::NotSuccess,
+            Finding::Anomaly(detail) => CallbackOutcome::Anomaly(detail),
+        };
+        if let Some(detail) = outcome.anomaly() {
+            record_anomaly(&txn, &order.order_number, detail).await?;
+        }
+        store_delivery(&txn, KIND, delivery, outcome.label(), stored_detail(&outcome)).await?;
+        Ok::<_, CallbackError>(outcome)
+    }
+    .await;
+    match recorded {
+        Ok(outcome) => {
+            txn.commit().await?;
+            Ok(outcome)
+        }
+        Err(error) => {
+            // Released before the failure is stored: SQLite's pool holds one connection.
+            txn.rollback().await?;
+            Err(error)
+        }
+    }
 }
 
 /// How callbacks are checked.
@@ -184,29 +264,37 @@ pub struct CallbackCheck<'a> {
     pub query_limit: Option<&'a crate::limits::Limit>,
 }
 
+/// What the reads and the confirming query decided, before anything is written.
+enum Verdict {
+    /// Nothing to record on the order.
+    Decided(CallbackOutcome),
+    /// WeChat's answer is to be recorded (`confirm_from_query`).
+    Confirm { order: Box<order::Model>, truth: PaymentStatus },
+}
+
 async fn decide(
     db: &DatabaseConnection,
     wechat: &WechatPay,
     check: &CallbackCheck<'_>,
     path_order_number: &str,
     notice: &PaymentNotice,
-) -> Result<CallbackOutcome, CallbackError> {
+) -> Result<Verdict, CallbackError> {
     if OrderNumber::parse(path_order_number).is_none() {
-        return Ok(CallbackOutcome::UnknownOrder);
+        return Ok(Verdict::Decided(CallbackOutcome::UnknownOrder));
     }
     let Some(order) = find_by_number(db, path_order_number).await? else {
-        return Ok(CallbackOutcome::UnknownOrder);
+        return Ok(Verdict::Decided(CallbackOutcome::UnknownOrder));
     };
     if !notice.is_success() {
-        return Ok(CallbackOutcome::NotSuccess);
+        return Ok(Verdict::Decided(CallbackOutcome::NotSuccess));
     }
     if let Some(mismatch) = mismatch(&order, check.mch_id, notice) {
-        return Ok(CallbackOutcome::Rejected(mismatch));
+        return Ok(Verdict::Decided(CallbackOutcome::Rejected(mismatch)));
     }
     let awaiting_payment = order.status.can_take(OrderEvent::PaymentConfirmed);
     // A redelivery for an order already paid by this transaction changes nothing: no query needed.
     if !awaiting_payment && order.transaction_id.is_some() && order.transaction_id == notice.transaction_id {
-        return Ok(CallbackOutcome::Confirmed(Confirmation::Duplicate));
+        return Ok(Verdict::Decided(CallbackOutcome::Confirmed(Confirmation::Duplicate)));
     }
     // The callback carries no signature: only WeChat's own answer makes the order paid, and what is
     // stored (transaction id, paid time) is what WeChat says, never what the body says.
@@ -219,22 +307,9 @@ async fn decide(
         notice.as_payment_status()
     };
     if !awaiting_payment && truth.transaction_id.is_some() && truth.transaction_id == order.transaction_id {
-        return Ok(CallbackOutcome::Contradicted);
+        return Ok(Verdict::Decided(CallbackOutcome::Contradicted));
     }
-    Ok(match confirm_from_query(db, &order, &truth).await? {
-        Finding::Confirmed(confirmation) => CallbackOutcome::Confirmed(confirmation),
-        Finding::NotPaid => {
-            if awaiting_payment {
-                CallbackOutcome::Rejected(format!(
-                    "the callback said the order was paid, but WeChat reports it {}: forged or mistaken",
-                    truth.trade_state.describe()
-                ))
-            } else {
-                CallbackOutcome::NotSuccess
-            }
-        }
-        Finding::Anomaly(detail) => CallbackOutcome::Anomaly(detail),
-    })
+    Ok(Verdict::Confirm { order: Box::new(order), truth })
 }
 
 /// What WeChat's answer about a payment means for the order.
@@ -253,7 +328,7 @@ pub enum Finding {
 /// `SUCCESS` with the order's amount and a transaction id records the payment (exactly once);
 /// another amount, or `REFUND` on an order never recorded as paid, is an anomaly.
 pub async fn confirm_from_query(
-    db: &DatabaseConnection,
+    db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
     order: &order::Model,
     truth: &PaymentStatus,
 ) -> Result<Finding, ServiceError> {
@@ -301,7 +376,7 @@ pub enum Confirmation {
 /// `UPDATE … WHERE status = 'unpaid'` matched gets [`Confirmation::Paid`], however many callbacks,
 /// queries and replicas race.
 async fn confirm_payment(
-    db: &DatabaseConnection,
+    db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
     order: &order::Model,
     transaction_id: &str,
     paid_at: chrono::NaiveDateTime,
@@ -415,4 +490,113 @@ pub async fn refresh_payment(
         }
     };
     Ok(Some(confirm_from_query(db, order, &truth).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhoneNumber;
+    use crate::services::orders::place_order;
+    use crate::wechat::Sandbox;
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::Statement;
+    use std::sync::{Arc, Mutex};
+
+    /// A migrated in-memory database that logs the first words of every write statement it runs.
+    async fn logged_database() -> (DatabaseConnection, Arc<Mutex<Vec<String>>>) {
+        let mut db = crate::app::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let log = writes.clone();
+        db.set_metric_callback(move |info| {
+            let sql = info.statement.sql.trim_start();
+            if ["INSERT", "UPDATE", "DELETE"].iter().any(|w| sql.starts_with(w)) {
+                let words: Vec<&str> = sql.split_whitespace().take(3).collect();
+                log.lock().unwrap().push(words.join(" ").replace(['"', '`'], ""));
+            }
+        });
+        (db, writes)
+    }
+
+    fn body(order_number: &str) -> Vec<u8> {
+        serde_json::json!({
+            "returnCode": "SUCCESS", "resultCode": "SUCCESS", "outTradeNo": order_number, "totalFee": 1200,
+            "transactionId": "4200004561202203217657282768", "timeEnd": "20261123120000",
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    async fn deliver(db: &DatabaseConnection, order_number: &str) -> Result<CallbackOutcome, CallbackError> {
+        let wechat =
+            WechatPay::Sandbox(Sandbox::new(db.clone(), "/payment/callback", "/payment/refund-callback", None));
+        // The body is taken as WeChat's word, as in development.
+        let check = CallbackCheck { mch_id: None, verify: false, query_limit: None };
+        let body = body(order_number);
+        let delivery = CallbackDelivery {
+            path_order_number: order_number,
+            headers: "{}".into(),
+            body: &body,
+            received_at: now_utc(),
+        };
+        record_payment(db, &wechat, &check, delivery).await
+    }
+
+    async fn order(db: &DatabaseConnection) -> order::Model {
+        place_order(db, "oTestBuyer", 1, &PhoneNumber::parse("+8613800000000").unwrap()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_one_write_and_the_paying_one_writes_its_transition_with_it() {
+        let (db, writes) = logged_database().await;
+        let order = order(&db).await;
+        writes.lock().unwrap().clear();
+
+        assert!(matches!(
+            deliver(&db, &order.order_number).await.unwrap(),
+            CallbackOutcome::Confirmed(Confirmation::Paid)
+        ));
+        assert_eq!(*writes.lock().unwrap(), ["UPDATE orders SET", "INSERT INTO payment_events"]);
+        writes.lock().unwrap().clear();
+
+        let again = deliver(&db, &order.order_number).await.unwrap();
+        assert!(matches!(again, CallbackOutcome::Confirmed(Confirmation::Duplicate)), "{again:?}");
+        assert_eq!(*writes.lock().unwrap(), ["INSERT INTO payment_events"]);
+        let events = crate::entities::payment_event::Entity::find().all(&db).await.unwrap();
+        let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["accepted", "duplicate"]);
+    }
+
+    /// Storing the paying delivery fails after its transition was written (a full disk, a dropped
+    /// connection): the transition is undone with it, so the order is still unpaid and the platform's
+    /// redelivery pays it and starts the top-up. Written separately, the order would be paid with no
+    /// delivery saying so, and the redelivery would be a "duplicate" that starts nothing.
+    #[tokio::test]
+    async fn a_transition_is_not_kept_when_its_delivery_cannot_be_stored() {
+        let (db, _) = logged_database().await;
+        let order = order(&db).await;
+        let refuse = |sql: &str| Statement::from_string(db.get_database_backend(), sql.to_string());
+        for event in ["INSERT", "UPDATE"] {
+            db.execute_raw(refuse(&format!(
+                "CREATE TRIGGER refuse_{event} BEFORE {event} ON payment_events WHEN NEW.outcome = 'accepted' \
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )))
+            .await
+            .unwrap();
+        }
+
+        let failed = deliver(&db, &order.order_number).await;
+        assert!(matches!(failed, Err(CallbackError::Database(_))), "{failed:?}");
+        let current = find_by_number(&db, &order.order_number).await.unwrap().unwrap();
+        assert_eq!(current.status, OrderStatus::Unpaid);
+        assert_eq!(current.transaction_id, None);
+        let events = crate::entities::payment_event::Entity::find().all(&db).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.outcome.as_str()).collect::<Vec<_>>(), ["error"]);
+
+        for event in ["INSERT", "UPDATE"] {
+            db.execute_raw(refuse(&format!("DROP TRIGGER refuse_{event}"))).await.unwrap();
+        }
+        let redelivered = deliver(&db, &order.order_number).await.unwrap();
+        assert!(matches!(redelivered, CallbackOutcome::Confirmed(Confirmation::Paid)), "{redelivered:?}");
+    }
 }

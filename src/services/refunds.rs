@@ -9,7 +9,7 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 
-use super::deliveries::{set_event_outcome, store_delivery, CallbackDelivery, CallbackError};
+use super::deliveries::{store_delivery, CallbackDelivery, CallbackError};
 use super::orders::find_by_number;
 use super::ServiceError;
 use crate::config::LifecycleSettings;
@@ -70,7 +70,7 @@ pub async fn open_unresolved_refund(
 
 /// The late payment of a closed order: records the payment and opens a full refund, atomically.
 pub(crate) async fn refund_late_payment(
-    db: &DatabaseConnection,
+    db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
     order: &order::Model,
     payment: Vec<(order::Column, SimpleExpr)>,
 ) -> Result<refund::Model, ServiceError> {
@@ -79,7 +79,7 @@ pub(crate) async fn refund_late_payment(
 }
 
 async fn open(
-    db: &DatabaseConnection,
+    db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
     order: &order::Model,
     amount: Option<Money>,
     reason: &str,
@@ -582,9 +582,9 @@ pub async fn record_refund_notification(
     wechat: &WechatPay,
     delivery: CallbackDelivery<'_>,
 ) -> Result<Vec<refund::Model>, CallbackError> {
-    let event = store_delivery(db, "refund_callback", &delivery).await?;
+    const KIND: &str = "refund_callback";
     if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(delivery.body).is_err() {
-        set_event_outcome(db, event.id, "malformed", None).await?;
+        store_delivery(db, KIND, &delivery, "malformed", None).await?;
         return Err(CallbackError::Malformed);
     }
     let open: Vec<refund::Model> =
@@ -599,12 +599,13 @@ pub async fn record_refund_notification(
                 confirmed_refunds.push(r);
             }
             Err(error) => {
-                let _ = set_event_outcome(db, event.id, "unconfirmed", Some(error.to_string())).await;
+                // Best effort: the answer asks for redelivery either way.
+                let _ = store_delivery(db, KIND, &delivery, "unconfirmed", Some(error.to_string())).await;
                 return Err(error);
             }
         }
     }
     let detail = if settled.is_empty() { "no open refund".to_string() } else { settled.join(", ") };
-    set_event_outcome(db, event.id, "confirmed", Some(detail)).await?;
+    store_delivery(db, KIND, &delivery, "confirmed", Some(detail)).await?;
     Ok(confirmed_refunds)
 }

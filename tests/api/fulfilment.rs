@@ -57,7 +57,10 @@ async fn fifty_concurrent_duplicate_callbacks_submit_the_top_up_once() {
     let number = app.place_order(OPENID).await;
     let notification = paid_notification(&number);
     let answers = join_all((0..50).map(|_| app.deliver_callback(&number, &notification))).await;
-    assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+    for answer in answers {
+        let status = answer.status();
+        assert_eq!(status, StatusCode::OK, "{}", answer.text().await.unwrap());
+    }
     app.wait_for_status(&number, "success").await;
     // Sweeps afterwards find nothing to do.
     let report = run_once(&app.state).await.unwrap();

@@ -198,3 +198,25 @@ async fn with_a_reuse_window_a_second_tap_without_a_key_gets_the_unpaid_order_ba
     }
     assert_eq!(off.order_count().await, 2, "off by default: each tap without a key is an order");
 }
+
+/// Placing an order writes one row and reads nothing back: the answer is built from what was written
+/// and is exactly what the database holds (MySQL has no `RETURNING`; the id comes with the INSERT's
+/// answer instead of a second query).
+#[tokio::test]
+async fn placing_an_order_is_one_insert_with_no_read_back() {
+    let app = spawn_app().await;
+    let mut db = wxtopup::app::connect(&app.database_url).await.unwrap();
+    let statements = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = statements.clone();
+    db.set_metric_callback(move |info| {
+        let words: Vec<&str> = info.statement.sql.split_whitespace().take(3).collect();
+        log.lock().unwrap().push(words.join(" "));
+    });
+    let phone = wxtopup::domain::PhoneNumber::parse("+8613800000000").unwrap();
+    let placed = wxtopup::services::orders::place_order(&db, OPENID, app.product_id, &phone).await.unwrap();
+
+    let statements = statements.lock().unwrap().clone();
+    let insert = statements.iter().position(|s| s.starts_with("INSERT")).expect("an INSERT");
+    assert_eq!(statements.len(), insert + 1, "nothing runs after the INSERT: {statements:?}");
+    assert_eq!(placed, app.order(&placed.order_number).await);
+}
