@@ -4,7 +4,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, TransactionTrait};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -206,7 +206,7 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
 /// Migrates; in production, the catalog then starts empty (the demo products the migrations seed
 /// are removed while nobody has changed or ordered them).
 async fn prepare(db: &DatabaseConnection, settings: &Settings) -> Result<(), StartError> {
-    Migrator::up(db, None).await.map_err(StartError::Migration)?;
+    apply_migrations(db).await.map_err(StartError::Migration)?;
     if settings.is_production() {
         crate::services::catalog::remove_untouched_demo(db).await.map_err(|e| match e {
             crate::services::ServiceError::Database(e) => StartError::Migration(e),
@@ -214,6 +214,22 @@ async fn prepare(db: &DatabaseConnection, settings: &Settings) -> Result<(), Sta
         })?;
     }
     Ok(())
+}
+
+/// Applies the pending migrations. An instance starting on its database usually finds none, which is
+/// one read. SQLite's and PostgreSQL's DDL is transactional, so there the pending ones are applied in
+/// one transaction: all or none, and one commit (on SQLite one sync to disk, not one per statement).
+/// MySQL commits each DDL statement by itself.
+async fn apply_migrations(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if Migrator::get_pending_migrations_read_only(db).await?.is_empty() {
+        return Ok(());
+    }
+    if db.get_database_backend() == sea_orm::DbBackend::MySql {
+        return Migrator::up(db, None).await;
+    }
+    let txn = db.begin().await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
 }
 
 /// Opens the pool. For SQLite the file's folder is created and WAL is switched on, so readers do not
@@ -232,19 +248,32 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
     // served, and a WAL read is microseconds next to the commit it waits behind. The busy timeout is then
     // only for another process on the same file (a second replica, `wxtopup migrate`).
     let sqlite = url.starts_with("sqlite:");
+    let file = sqlite_file(url).is_some();
     options
         .max_connections(if sqlite { 1 } else { 10 })
-        .map_sqlx_sqlite_opts(|o| o.busy_timeout(Duration::from_secs(30)))
+        .map_sqlx_sqlite_opts(move |o| {
+            let o = o.busy_timeout(Duration::from_secs(30));
+            if !file {
+                return o;
+            }
+            // WAL: readers never wait for the writer. `synchronous=FULL`: a commit is on disk when it
+            // returns (see the README's "Durability on SQLite": a lost claim could top up twice).
+            // The WAL is checkpointed every 1,000 pages (SQLite's default, ~4 MiB) and cut back to
+            // `SQLITE_WAL_LIMIT` after each checkpoint, so it cannot grow with the load.
+            o.pragma("journal_mode", "WAL")
+                .pragma("synchronous", "FULL")
+                .pragma("wal_autocheckpoint", "1000")
+                .pragma("journal_size_limit", SQLITE_WAL_LIMIT.to_string())
+        })
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    let db = Database::connect(options).await.map_err(fail)?;
-    if sqlite_file(url).is_some() {
-        db.execute_unprepared("PRAGMA journal_mode=WAL").await.map_err(fail)?;
-    }
-    Ok(db)
+    Database::connect(options).await.map_err(fail)
 }
+
+/// What the WAL is truncated to after a checkpoint, in bytes.
+const SQLITE_WAL_LIMIT: u64 = 8 * 1024 * 1024;
 
 fn sqlite_file(url: &str) -> Option<String> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
@@ -453,7 +482,7 @@ mod tests {
     /// default busy timeout of 5 s, standing in for commits queued on a slow disk).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_writers_of_one_process_queue_instead_of_failing_on_the_lock() {
-        use sea_orm::TransactionTrait;
+        use sea_orm::{ConnectionTrait, TransactionTrait};
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("lock.db").display());
         let db = connect(&url).await.unwrap();
@@ -471,5 +500,47 @@ mod tests {
         let rows =
             db.query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), "SELECT n FROM t")).await;
         assert_eq!(rows.unwrap().len(), 2);
+    }
+
+    /// The WAL is cut back to its limit once a checkpoint has copied it into the database, whatever one
+    /// large transaction made it grow to: a long burst cannot leave a WAL that the next start replays.
+    #[tokio::test]
+    async fn the_sqlite_wal_is_cut_back_after_a_checkpoint() {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wal.db");
+        let db = connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
+        let pragma = |name: &str| {
+            let db = db.clone();
+            let sql = format!("PRAGMA {name}");
+            async move {
+                let row = db.query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql)).await;
+                let row = row.unwrap().unwrap();
+                row.try_get_by_index::<String>(0).or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n.to_string()))
+            }
+        };
+        assert_eq!(pragma("journal_mode").await.unwrap(), "wal");
+        assert_eq!(pragma("synchronous").await.unwrap(), "2", "FULL");
+        db.execute_unprepared("CREATE TABLE t (n INTEGER, pad BLOB)").await.unwrap();
+
+        // About 3× the limit in one transaction: the WAL must hold all of it until the commit.
+        let big = db.begin().await.unwrap();
+        let rows = 3 * SQLITE_WAL_LIMIT / 4096;
+        big.execute_unprepared(&format!(
+            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < {rows}) \
+             INSERT INTO t SELECT n, randomblob(4000) FROM c"
+        ))
+        .await
+        .unwrap();
+        big.commit().await.unwrap();
+        let wal = dir.path().join("wal.db-wal");
+        let grown = std::fs::metadata(&wal).unwrap().len();
+        assert!(grown > 2 * SQLITE_WAL_LIMIT, "{grown}");
+        // The commit checkpointed it; the next writer starts the WAL over and truncates it.
+        for n in 0..3 {
+            db.execute_unprepared(&format!("INSERT INTO t VALUES ({n}, NULL)")).await.unwrap();
+        }
+        let after = std::fs::metadata(&wal).unwrap().len();
+        assert!(after <= SQLITE_WAL_LIMIT, "the WAL is still {after} bytes");
     }
 }
