@@ -63,9 +63,11 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, and binds the port (0 = any free port).
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        // The recorder's clock calibrates itself for a few milliseconds of busy loop: done beside the
+        // start, not before it. A metric recorded before it is installed is not counted.
+        std::thread::spawn(telemetry::metrics_handle);
         let db = connect(&settings.database_url).await?;
         prepare(&db, &settings).await?;
-        telemetry::metrics_handle();
         let wechat = WechatPay::from_settings(&settings.wechat, &db)?;
         let provider = provider_from_settings(&settings.topup, &db)?;
         let alerter = Alerter::new(db.clone(), settings.alert_webhook_url.clone(), settings.alert_max_per_minute);

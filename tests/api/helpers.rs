@@ -93,6 +93,8 @@ async fn spawn_on(
         vars.insert(k.to_string(), v.to_string());
     }
     let settings = Settings::from_vars(&vars).expect("test settings are valid");
+    // Installed before any request, so every test's metrics are counted.
+    wxtopup::telemetry::metrics_handle();
     let production = settings.is_production();
     let application = Application::build(settings).await.expect("application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
