@@ -250,10 +250,16 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
     // served, and a WAL read is microseconds next to the commit it waits behind. The busy timeout is then
     // only for another process on the same file (a second replica, `wxtopup migrate`).
     let sqlite = url.starts_with("sqlite:");
-    let file = sqlite_file(url).is_some();
     options
         .max_connections(if sqlite { 1 } else { 10 })
-        .map_sqlx_sqlite_opts(move |o| {
+        .min_connections(0)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    #[cfg(feature = "sqlite")]
+    {
+        let file = sqlite_file(url).is_some();
+        options.map_sqlx_sqlite_opts(move |o| {
             let o = o.busy_timeout(Duration::from_secs(30));
             if !file {
                 return o;
@@ -266,15 +272,13 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
                 .pragma("synchronous", "FULL")
                 .pragma("wal_autocheckpoint", "1000")
                 .pragma("journal_size_limit", SQLITE_WAL_LIMIT.to_string())
-        })
-        .min_connections(0)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
+        });
+    }
     Database::connect(options).await.map_err(fail)
 }
 
 /// What the WAL is truncated to after a checkpoint, in bytes.
+#[cfg(feature = "sqlite")]
 const SQLITE_WAL_LIMIT: u64 = 8 * 1024 * 1024;
 
 fn sqlite_file(url: &str) -> Option<String> {

@@ -472,6 +472,13 @@ impl Settings {
         let known = ["sqlite:", "mysql:", "postgres:", "postgresql:"].iter().any(|s| database_url.starts_with(s));
         if !known && !database_url.is_empty() {
             problems.push(invalid("DATABASE_URL", "must start with sqlite://, mysql:// or postgres://".into()));
+        } else if let Some(feature) = missing_driver(&database_url) {
+            problems.push(invalid(
+                "DATABASE_URL",
+                format!(
+                    "needs the {feature} driver, which this build does not have; build with `--features {feature}`"
+                ),
+            ));
         }
 
         let sandbox = problems.or(parse_bool("PAYMENT_SANDBOX", get("PAYMENT_SANDBOX"), !production), !production);
@@ -763,6 +770,17 @@ fn parse_bool(var: &'static str, value: Option<String>, default: bool) -> Result
     }
 }
 
+/// The cargo feature a database URL needs when this build was made without it (see Cargo.toml).
+fn missing_driver(database_url: &str) -> Option<&'static str> {
+    let (feature, built) = match database_url.split(':').next()? {
+        "sqlite" => ("sqlite", cfg!(feature = "sqlite")),
+        "mysql" => ("mysql", cfg!(feature = "mysql")),
+        "postgres" | "postgresql" => ("postgres", cfg!(feature = "postgres")),
+        _ => return None,
+    };
+    (!built).then_some(feature)
+}
+
 fn invalid(var: &'static str, reason: String) -> ConfigError {
     ConfigError { problems: vec![Problem { var, reason }] }
 }
@@ -911,6 +929,21 @@ mod tests {
         assert!(err.to_string().contains("MYSQL_ADDRESS") && err.to_string().contains("sqlite://"), "{err}");
         settings.push(("DATABASE_URL", "sqlite:///data/wxtopup.db?mode=rwc"));
         assert!(Settings::from_vars(&vars(&settings)).unwrap().database_url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn a_database_url_is_refused_when_the_build_lacks_its_driver() {
+        let on_postgres = Settings::from_vars(&vars(&[("DATABASE_URL", "postgres://u@db:5432/wxtopup")]));
+        if cfg!(feature = "postgres") {
+            assert!(on_postgres.is_ok());
+        } else {
+            let err = on_postgres.unwrap_err();
+            assert_eq!(err.var(), "DATABASE_URL");
+            assert!(err.to_string().contains("--features postgres"), "{err}");
+        }
+        for url in ["sqlite://data/x.db?mode=rwc", "mysql://root@db:3306/wxtopup"] {
+            assert!(Settings::from_vars(&vars(&[("DATABASE_URL", url)])).is_ok(), "{url}");
+        }
     }
 
     #[test]
