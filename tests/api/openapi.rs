@@ -256,6 +256,28 @@ async fn swagger_ui_is_served_at_api() {
     assert!(response.text().await.unwrap().contains("swagger"));
 }
 
+/// The binary embeds only part of Swagger UI's distribution (see `.cargo/config.toml`): every script,
+/// stylesheet and icon the page loads must still be there, whole.
+#[tokio::test]
+async fn every_file_the_swagger_ui_page_loads_is_served() {
+    let app = everything_served().await;
+    let page = app.client.get(app.url("/api/")).send().await.unwrap().text().await.unwrap();
+    let assets: Vec<&str> = page
+        .split(['"', '\''])
+        .filter_map(|part| part.strip_prefix("./").or(Some(part)))
+        .filter(|part| [".js", ".css", ".png"].iter().any(|ext| part.ends_with(ext)) && !part.contains('/'))
+        .collect();
+    for expected in ["swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css"] {
+        assert!(assets.contains(&expected), "the page no longer loads {expected}: {assets:?}");
+    }
+    for asset in assets {
+        let response = app.client.get(app.url(&format!("/api/{asset}"))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "/api/{asset}");
+        let body = response.bytes().await.unwrap();
+        assert!(body.len() > 100, "/api/{asset} is served with {} bytes", body.len());
+    }
+}
+
 fn paths(doc: &Value) -> Vec<String> {
     documented_operations(doc).into_iter().map(|(_, path)| path).collect()
 }
