@@ -1,8 +1,22 @@
-# Build: release binary with the locked dependency set.
-FROM rust:1.95-slim-bookworm AS build
+# Build: the production feature set (the default: SQLite and MySQL), with the locked dependencies.
+# cargo-chef builds the dependencies from a recipe of the manifests first, in a layer of its own, so a
+# cloud build that changes only this project's code reuses them instead of compiling every crate again.
+FROM rust:1.95-slim-bookworm AS chef
+RUN cargo install cargo-chef --locked --version ^0.1
 WORKDIR /src
+
+FROM chef AS plan
 COPY . .
-RUN cargo build --release --locked --bin wxtopup
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS build
+COPY --from=plan /src/recipe.json recipe.json
+# Swagger UI's build script reads these while the dependencies are built (see .cargo/config.toml).
+COPY .cargo .cargo
+COPY swagger-ui-overwrite swagger-ui-overwrite
+RUN cargo chef cook --release --locked --recipe-path recipe.json --package wxtopup --bin wxtopup
+COPY . .
+RUN cargo build --release --locked --package wxtopup --bin wxtopup
 
 # Run: a slim Debian with CA roots and zone data, as an unprivileged user.
 FROM debian:bookworm-slim
