@@ -36,17 +36,17 @@ pub async fn run() {
     let one = fulfil(&sqlite, &carrier, 1, ORDERS_ONE_INSTANCE).await;
     report("1 instance, SQLite", one, ideal_one);
 
-    let mysql = util::mysql_server();
-    match util::fresh_mysql(&mysql, "wxtopup_bench").await {
-        Some(url) => {
+    let server = util::DbServer::MariaDb;
+    match util::fresh_database(server, "wxtopup_bench_fulfilment").await {
+        Some(scratch) => {
             let ideal_three = ideal(&carrier, ORDERS_THREE_INSTANCES, 3 * CONCURRENCY).await;
-            let one_mysql = fulfil(&url, &carrier, 1, ORDERS_ONE_INSTANCE).await;
+            let one_mysql = fulfil(scratch.url(), &carrier, 1, ORDERS_ONE_INSTANCE).await;
             report("1 instance, MariaDB", one_mysql, ideal_one);
-            let three = fulfil(&url, &carrier, 3, ORDERS_THREE_INSTANCES).await;
+            let three = fulfil(scratch.url(), &carrier, 3, ORDERS_THREE_INSTANCES).await;
             report("3 instances, MariaDB", three, ideal_three);
-            util::drop_mysql(&mysql, "wxtopup_bench").await;
+            scratch.drop_now().await;
         }
-        None => println!("  3 instances, MariaDB: skipped, no server at {mysql}"),
+        None => println!("  3 instances, MariaDB: skipped, no server at {}", server.url()),
     }
 }
 

@@ -1,27 +1,43 @@
 //! `cargo run --release -p bench`: figures for wxtopup, each against a baseline measured in the same run.
+//! The parts, in the order they run, by the names `BENCH_ONLY` takes:
 //!
-//! - fulfilment throughput against the ideal for the same concurrency (fake carrier answering in 50 ms);
-//! - cold start of the release binary, on an empty and on a migrated SQLite file, against a bare axum
-//!   hello-world (`src/bin/hello.rs`);
-//! - a storm of duplicate payment callbacks on SQLite and MariaDB, against the hello-world's `POST /echo`,
-//!   with a check that every order was marked paid exactly once;
-//! - memory of the service process idle and after that load, against the hello-world's;
-//! - the latency `POST /payment/create` adds over a fake WeChat open API answering in 20 ms;
-//! - the size of the release binary against the hello-world's.
+//! - `fulfilment`: fulfilment throughput against the ideal for the same concurrency (fake carrier
+//!   answering in 50 ms), on SQLite and MariaDB;
+//! - `startup`: cold start of the release binary, on an empty and on a migrated SQLite file, against a
+//!   bare axum hello-world (`src/bin/hello.rs`);
+//! - `ceiling`: each database's own write ceiling (single-row commits from 32 clients): SQLite opened the
+//!   service's way and, for comparison, plainly at `synchronous=NORMAL` and `FULL`; MariaDB; PostgreSQL;
+//! - `writes`: `POST /orders` from 32 concurrent writers on SQLite, MariaDB and PostgreSQL, against that
+//!   database's ceiling, with the 503s, "database is locked" answers and, on SQLite, the WAL's size and
+//!   the bytes written per order;
+//! - `storm`: a storm of duplicate payment callbacks on SQLite, MariaDB and PostgreSQL, against the
+//!   hello-world's `POST /echo` and the database's ceiling, with a check that every order was marked paid
+//!   exactly once; memory of the service process idle and after that load, against the hello-world's;
+//! - `reads`: `GET /products` and `GET /orders` on SQLite from 32 concurrent clients, against hello-world
+//!   routes answering bodies of the same shape;
+//! - `create`: the latency `POST /payment/create` adds over a fake WeChat open API answering in 20 ms;
+//! - `size`: the size of the release binary against the hello-world's.
 //!
-//! `BENCH_ONLY=startup,storm` (any of fulfilment, startup, storm, create, size) runs only those parts.
+//! `BENCH_ONLY=startup,storm` (any of the names above, comma-separated) runs only those parts. `writes`
+//! and `storm` need the ceilings as their denominator: selecting either measures them too (and prints
+//! them, as `ceiling` would), once, before the first of them.
 //! Both binaries are built first (`cargo build --release`), so this one command measures the current code.
 //! Figures are printed, never asserted (the storm's exactly-once count included: it is reported as found).
-//! The MariaDB parts need a server at `BENCH_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`); without
-//! one they say so and are skipped. Databases used there: `wxtopup_bench` and `wxtopup_bench_storm`
-//! (dropped after use). All traffic stays on 127.0.0.1, and child processes die with the bench.
+//! MariaDB and PostgreSQL figures need a server at `BENCH_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`)
+//! and `BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432`); without one they say so and are
+//! skipped. The databases made there are named `wxtopup_bench_*` and dropped after use, whatever happens
+//! to the part (see `util::ScratchDb`). All traffic stays on 127.0.0.1, and child processes die with the
+//! bench.
 
+mod ceiling;
 mod create;
 mod fulfilment;
 mod process;
+mod reads;
 mod startup;
 mod storm;
 mod util;
+mod writes;
 
 use std::time::Instant;
 
@@ -44,10 +60,28 @@ async fn main() {
         startup::run(&binaries).await;
         timed("startup", since);
     }
-    if wanted("storm") {
+    let ceilings = if wanted("ceiling") || wanted("writes") || wanted("storm") {
         let since = Instant::now();
-        storm::run(&binaries).await;
+        let ceilings = ceiling::run().await;
+        timed("ceiling", since);
+        Some(ceilings)
+    } else {
+        None
+    };
+    if let (true, Some(ceilings)) = (wanted("writes"), &ceilings) {
+        let since = Instant::now();
+        writes::run(&binaries, ceilings).await;
+        timed("writes", since);
+    }
+    if let (true, Some(ceilings)) = (wanted("storm"), &ceilings) {
+        let since = Instant::now();
+        storm::run(&binaries, ceilings).await;
         timed("storm", since);
+    }
+    if wanted("reads") {
+        let since = Instant::now();
+        reads::run(&binaries).await;
+        timed("reads", since);
     }
     if wanted("create") {
         let since = Instant::now();

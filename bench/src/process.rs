@@ -105,6 +105,20 @@ impl Server {
         util::memory(self.pid)
     }
 
+    /// `write_bytes` of `/proc/<pid>/io`: what the process has had written to storage so far.
+    pub fn write_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/io", self.pid);
+        let io = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        io.lines()
+            .find_map(|line| line.strip_prefix("write_bytes:")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{path} has no write_bytes line"))
+    }
+
+    /// Lines of the server's output so far that contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
+    }
+
     /// SIGTERM, then SIGKILL if it is still there after [`STOP_TIMEOUT`].
     pub async fn stop(mut self) {
         let Some(mut child) = self.child.take() else { return };

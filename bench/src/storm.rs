@@ -1,7 +1,9 @@
-//! The callback storm and the memory figures taken around it. Against the release binary: 1,000 orders,
-//! then each order's payment callback delivered 10 times at once (10,000 POSTs, [`IN_FLIGHT`] at a
-//! time); throughput, latency, and whether every order moved to `paid` exactly once, read back from
-//! `payment_events`. The baseline is the hello-world server's `POST /echo` under the same requests.
+//! The callback storm and the memory figures taken around it. Against the release binary on SQLite,
+//! MariaDB and PostgreSQL: 1,000 orders, then each order's payment callback delivered 10 times at once
+//! (10,000 POSTs, [`IN_FLIGHT`] at a time); throughput, latency, and whether every order moved to `paid`
+//! exactly once, read back from `payment_events`. The baseline is the hello-world server's `POST /echo`
+//! under the same requests; a delivery being one commit, its rate is also put against the database's
+//! write ceiling (`ceiling`).
 
 use futures::stream::{self, StreamExt};
 use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter, QuerySelect};
@@ -10,8 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use wxtopup::entities::payment_event;
 
+use crate::ceiling::{of_ceiling, Ceilings};
 use crate::process::{service_env, Launch, Server};
-use crate::util::{self, duration_times, mib, ms, times, Binaries, Latencies, Memory};
+use crate::util::{self, duration_times, mib, ms, times, Binaries, DbServer, Latencies, Memory};
 
 pub const ORDERS: usize = 1_000;
 pub const DELIVERIES_PER_ORDER: usize = 10;
@@ -20,9 +23,9 @@ pub const IN_FLIGHT: usize = 64;
 const PLACING_IN_FLIGHT: usize = 8;
 /// How long a freshly started server is left alone before its idle memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
-const MYSQL_DATABASE: &str = "wxtopup_bench_storm";
+const DATABASE: &str = "wxtopup_bench_storm";
 
-pub async fn run(binaries: &Binaries) {
+pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
     println!(
         "callback storm ({ORDERS} orders × {DELIVERIES_PER_ORDER} concurrent deliveries = {} POSTs, {IN_FLIGHT} in flight)",
         ORDERS * DELIVERIES_PER_ORDER
@@ -39,32 +42,29 @@ pub async fn run(binaries: &Binaries) {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("storm.db").display());
     let on_sqlite = service(binaries, &sqlite, dir.path()).await;
-    report_storm("SQLite", &on_sqlite, &hello);
+    report_storm("SQLite", &on_sqlite, &hello, Some(ceilings.sqlite));
 
-    let server = util::mysql_server();
-    let on_mysql = match util::fresh_mysql(&server, MYSQL_DATABASE).await {
-        Some(url) => {
-            let run = service(binaries, &url, dir.path()).await;
-            util::drop_mysql(&server, MYSQL_DATABASE).await;
-            report_storm("MariaDB", &run, &hello);
-            Some(run)
-        }
-        None => {
-            println!("  MariaDB: skipped, no server at {server}");
-            None
-        }
-    };
+    let mut loaded = vec![("SQLite", on_sqlite)];
+    for db in DbServer::ALL {
+        let Some(scratch) = util::fresh_database(db, DATABASE).await else {
+            println!("  {}: skipped, no server at {}", db.label(), db.url());
+            continue;
+        };
+        let run = service(binaries, scratch.url(), dir.path()).await;
+        scratch.drop_now().await;
+        report_storm(db.label(), &run, &hello, ceilings.of(db));
+        loaded.push((db.label(), run));
+    }
 
     println!("memory (VmRSS of the process; hello-world under the same number of requests)");
+    let on_sqlite = &loaded[0].1;
     println!(
         "  idle after start, SQLite: {} (hello-world {}) → {}",
         mib(on_sqlite.idle.rss_kib),
         mib(hello.idle.rss_kib),
         times(on_sqlite.idle.rss_kib as f64, hello.idle.rss_kib as f64)
     );
-    let mut loaded = vec![("SQLite", &on_sqlite)];
-    loaded.extend(on_mysql.as_ref().map(|run| ("MariaDB", run)));
-    for (label, run) in loaded {
+    for (label, run) in &loaded {
         println!(
             "  after {ORDERS} orders + the storm, {label}: {} (hello-world {}) → {}; peak {} (hello-world {}) → {}",
             mib(run.after.rss_kib),
@@ -77,7 +77,7 @@ pub async fn run(binaries: &Binaries) {
     }
 }
 
-fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun) {
+fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun, ceiling: Option<f64>) {
     let (load, base, tally) = (&run.load, &hello.load, &run.tally);
     println!(
         "  {label}: {:.0} requests/s (hello-world {:.0}) → {}, p50 {} → {}, p99 {} → {}{}",
@@ -90,6 +90,7 @@ fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun) {
         duration_times(load.latencies.percentile(99.0), base.latencies.percentile(99.0)),
         failures(load)
     );
+    println!("    one commit per delivery: {}", of_ceiling(load.per_second(), ceiling));
     let outcomes: Vec<String> = tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} {n}")).collect();
     println!(
         "    paid exactly once: {}/{} orders, double transitions: {}, never accepted: {} (outcomes: {})",

@@ -1,10 +1,13 @@
-//! Shared pieces: building the binaries under test, free ports, percentiles, memory readings, MariaDB
-//! set-up and the formatting of figures.
+//! Shared pieces: building the binaries under test, free ports, percentiles, memory readings, scratch
+//! databases on MariaDB and PostgreSQL, closed-loop load and the formatting of figures.
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The release binaries the process measurements run.
 pub struct Binaries {
@@ -12,12 +15,16 @@ pub struct Binaries {
     pub hello: PathBuf,
 }
 
+/// What [`build_binaries`] runs, each after `cargo build --release --quiet`: the one place to add
+/// `--features` or the like to what is measured.
+const BUILDS: [&[&str]; 2] = [&["-p", "wxtopup", "--bin", "wxtopup"], &["-p", "bench", "--bin", "hello"]];
+
 /// Builds `target/release/wxtopup` and `target/release/hello` with the workspace's release profile, so
 /// one `cargo run --release -p bench` measures the current code.
 pub fn build_binaries() -> Binaries {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for args in [["-p", "wxtopup", "--bin", "wxtopup"], ["-p", "bench", "--bin", "hello"]] {
+    for args in BUILDS {
         eprintln!("bench: cargo build --release {}", args.join(" "));
         let mut command = Command::new(&cargo);
         // `cargo run` hands the bench the package's CARGO_PKG_*, CARGO_MANIFEST_DIR, …; build scripts that
@@ -77,25 +84,119 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address of the probe listener").port()
 }
 
-/// `{server}/{name}`, dropped and created afresh; `None` when the server does not answer.
-pub async fn fresh_mysql(server: &str, name: &str) -> Option<String> {
-    let mut options = ConnectOptions::new(server.to_string());
-    options.connect_timeout(Duration::from_secs(3)).sqlx_logging(false);
-    let admin = Database::connect(options).await.ok()?;
-    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}")).await.ok()?;
-    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.ok()?;
-    Some(format!("{}/{name}", server.trim_end_matches('/')))
+/// A database server the bench can make scratch databases on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DbServer {
+    MariaDb,
+    Postgres,
 }
 
-/// Drops `{server}/{name}`; best effort.
-pub async fn drop_mysql(server: &str, name: &str) {
-    if let Ok(admin) = Database::connect(server).await {
-        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}")).await;
+impl DbServer {
+    pub const ALL: [DbServer; 2] = [DbServer::MariaDb, DbServer::Postgres];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DbServer::MariaDb => "MariaDB",
+            DbServer::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// `BENCH_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`) or `BENCH_PG_URL` (default
+    /// `postgres://postgres@127.0.0.1:5432`), without a database.
+    pub fn url(self) -> String {
+        let (var, default) = match self {
+            DbServer::MariaDb => ("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306"),
+            DbServer::Postgres => ("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432"),
+        };
+        std::env::var(var).unwrap_or_else(|_| default.into()).trim_end_matches('/').to_string()
+    }
+
+    /// Where `CREATE` and `DROP DATABASE` are sent: PostgreSQL cannot drop the database a session is
+    /// connected to, so its sessions go to `postgres`; MariaDB's to none.
+    fn admin_url(self) -> String {
+        match self {
+            DbServer::MariaDb => self.url(),
+            DbServer::Postgres => format!("{}/postgres", self.url()),
+        }
+    }
+
+    fn drop_sql(self, name: &str) -> String {
+        match self {
+            DbServer::MariaDb => format!("DROP DATABASE IF EXISTS {name}"),
+            // FORCE: connections a pool of the bench or of a service left behind do not stop the drop.
+            DbServer::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        }
     }
 }
 
-pub fn mysql_server() -> String {
-    std::env::var("BENCH_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+/// A database of the bench's own, created empty by [`fresh_database`] and dropped when this goes away:
+/// by [`ScratchDb::drop_now`] on the normal path, by `Drop` (on a thread of its own) after a panic.
+pub struct ScratchDb {
+    pub server: DbServer,
+    pub name: String,
+    url: String,
+    dropped: bool,
+}
+
+impl ScratchDb {
+    /// `{server}/{name}`, for `DATABASE_URL`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Drops the database now; a failure is reported on stderr (and `Drop` does not try again).
+    pub async fn drop_now(mut self) {
+        self.dropped = true;
+        drop_database(self.server, &self.name).await;
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // `Drop` cannot await, and may run on a worker of the bench's runtime: a runtime of its own on
+        // a thread of its own.
+        let (server, name) = (self.server, self.name.clone());
+        let dropping =
+            std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(drop_database(server, &name)),
+                Err(error) => eprintln!("bench: cannot drop {name}: no runtime ({error})"),
+            });
+        let _ = dropping.join();
+    }
+}
+
+/// `{server}/{name}`, dropped and created afresh; `None` when the server does not answer. `name` must
+/// start with `wxtopup_bench_`, so that whatever the bench leaves behind is recognisable.
+pub async fn fresh_database(server: DbServer, name: &str) -> Option<ScratchDb> {
+    assert!(
+        name.starts_with("wxtopup_bench_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "scratch database name {name:?}"
+    );
+    let admin = admin(server).await?;
+    admin.execute_unprepared(&server.drop_sql(name)).await.ok()?;
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.ok()?;
+    let _ = admin.close().await;
+    Some(ScratchDb { server, name: name.to_string(), url: format!("{}/{name}", server.url()), dropped: false })
+}
+
+async fn admin(server: DbServer) -> Option<sea_orm::DatabaseConnection> {
+    let mut options = ConnectOptions::new(server.admin_url());
+    options.max_connections(1).connect_timeout(Duration::from_secs(3)).sqlx_logging(false);
+    Database::connect(options).await.ok()
+}
+
+async fn drop_database(server: DbServer, name: &str) {
+    let Some(admin) = admin(server).await else {
+        eprintln!("bench: cannot drop {name}: no server at {}", server.url());
+        return;
+    };
+    if let Err(error) = admin.execute_unprepared(&server.drop_sql(name)).await {
+        eprintln!("bench: cannot drop {name} on {}: {error}", server.label());
+    }
+    let _ = admin.close().await;
 }
 
 /// Resident memory of a process from `/proc/<pid>/status`, in KiB.
@@ -203,4 +304,67 @@ pub async fn place_order(client: &reqwest::Client, base: &str, i: usize) -> (Str
     let number = order["orderNumber"].as_str().expect("orderNumber in the new order").to_string();
     let yuan: f64 = order["amount"].as_str().and_then(|a| a.parse().ok()).expect("amount in the new order");
     (number, (yuan * 100.0).round() as i64)
+}
+
+/// One closed-loop run: every request's latency and what [`closed_loop`]'s caller made of its answer.
+pub struct Run<T> {
+    /// From the start to the end of the last request (those started before the deadline finish).
+    pub elapsed: Duration,
+    pub samples: Vec<(Duration, T)>,
+}
+
+impl<T> Run<T> {
+    pub fn per_second(&self) -> f64 {
+        self.samples.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn latencies(&self) -> Latencies {
+        Latencies::new(self.samples.iter().map(|(d, _)| *d).collect())
+    }
+
+    pub fn count(&self, what: impl Fn(&T) -> bool) -> usize {
+        self.samples.iter().filter(|(_, t)| what(t)).count()
+    }
+}
+
+/// `clients` tasks, each sending one request after the other for `duration`: `request(client, i)` with
+/// `i` counting the requests of the whole run from 0. Each request is timed from its call to its end.
+pub async fn closed_loop<T, F, Fut>(clients: usize, duration: Duration, request: F) -> Run<T>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (request, next) = (request.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let sent = Instant::now();
+                    let outcome = request(client, i).await;
+                    samples.push((sent.elapsed(), outcome));
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await.expect("a load client panicked"));
+    }
+    Run { elapsed: started.elapsed(), samples }
+}
+
+/// An HTTP client for `clients` concurrent clients of one server, keeping their connections.
+pub fn http_client(clients: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
 }
