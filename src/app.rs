@@ -66,7 +66,7 @@ impl Application {
         // The recorder's clock calibrates itself for a few milliseconds of busy loop: done beside the
         // start, not before it. A metric recorded before it is installed is not counted.
         std::thread::spawn(telemetry::metrics_handle);
-        let db = connect(&settings.database_url).await?;
+        let db = connect_pool(&settings.database_url, settings.database_max_connections).await?;
         prepare(&db, &settings).await?;
         let wechat = WechatPay::from_settings(&settings.wechat, &db)?;
         let provider = provider_from_settings(&settings.topup, &db)?;
@@ -199,7 +199,7 @@ async fn serve(
 
 /// Applies the migrations and returns (`wxtopup migrate`).
 pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
-    let db = connect(&settings.database_url).await?;
+    let db = connect_pool(&settings.database_url, settings.database_max_connections).await?;
     prepare(&db, settings).await?;
     tracing::info!("migrations applied");
     Ok(())
@@ -234,9 +234,14 @@ async fn apply_migrations(db: &DatabaseConnection) -> Result<(), DbErr> {
     txn.commit().await
 }
 
-/// Opens the pool. For SQLite the file's folder is created and WAL is switched on, so readers do not
-/// wait for the writer.
+/// Opens the pool with the default size (see [`connect_pool`]).
 pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
+    connect_pool(url, 10).await
+}
+
+/// Opens the pool: `max_connections` on MySQL and PostgreSQL, one on SQLite. For SQLite the file's
+/// folder is created and WAL is switched on, so readers do not wait for the writer.
+pub async fn connect_pool(url: &str, max_connections: u32) -> Result<DatabaseConnection, StartError> {
     let fail = |source| StartError::Database { url: redact_url(url), source };
     if let Some(path) = sqlite_file(url) {
         if let Some(parent) = std::path::Path::new(&path).parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -251,7 +256,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
     // only for another process on the same file (a second replica, `wxtopup migrate`).
     let sqlite = url.starts_with("sqlite:");
     options
-        .max_connections(if sqlite { 1 } else { 10 })
+        .max_connections(if sqlite { 1 } else { max_connections })
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
@@ -327,7 +332,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     let mut app = Router::new().merge(api).merge(with_page_headers(console, CONSOLE_CSP));
     if state.settings.api_docs {
-        let docs = routes::docs::router(routes::document(openapi), &state.settings);
+        let docs = routes::docs::router(openapi, &state.settings);
         app = app.merge(with_page_headers(docs, SWAGGER_CSP));
     }
     let http = &state.settings.http;

@@ -20,6 +20,9 @@ pub struct Settings {
     pub port: u16,
     /// May hold a password: never logged (see the `Debug` impl).
     pub database_url: String,
+    /// The pool's size on MySQL and PostgreSQL (`DATABASE_MAX_CONNECTIONS`, 1 to 200); SQLite always
+    /// has one connection (see `app::connect`).
+    pub database_max_connections: u32,
     /// `RUST_LOG` syntax.
     pub log_filter: String,
     pub wechat: WechatSettings,
@@ -277,6 +280,7 @@ impl fmt::Debug for Settings {
             .field("app_env", &self.app_env)
             .field("port", &self.port)
             .field("database_url", &redact_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
             .field("log_filter", &self.log_filter)
             .field("wechat", &self.wechat)
             .field("topup", &self.topup)
@@ -638,10 +642,20 @@ impl Settings {
             order_reuse_window: Duration::from_secs(problems.or(reuse_window(&get), 0)),
         };
 
+        let database_max_connections = problems.or(
+            positive(&get, "DATABASE_MAX_CONNECTIONS", 10).and_then(|n| {
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= 200)
+                    .ok_or_else(|| invalid("DATABASE_MAX_CONNECTIONS", format!("must be 1 to 200, not {n}")))
+            }),
+            10,
+        );
         let settings = Settings {
             app_env,
             port,
             database_url,
+            database_max_connections,
             log_filter,
             wechat,
             topup,
@@ -943,6 +957,16 @@ mod tests {
         }
         for url in ["sqlite://data/x.db?mode=rwc", "mysql://root@db:3306/wxtopup"] {
             assert!(Settings::from_vars(&vars(&[("DATABASE_URL", url)])).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_pool_size_is_bounded() {
+        assert_eq!(Settings::from_vars(&vars(&[])).unwrap().database_max_connections, 10);
+        let set = |n| Settings::from_vars(&vars(&[("DATABASE_MAX_CONNECTIONS", n)]));
+        assert_eq!(set("32").unwrap().database_max_connections, 32);
+        for refused in ["0", "201", "99999999999999999999", "-1", "ten"] {
+            assert_eq!(set(refused).unwrap_err().var(), "DATABASE_MAX_CONNECTIONS", "{refused}");
         }
     }
 

@@ -155,12 +155,8 @@ async fn fresh_database() -> (String, Option<tempfile::TempDir>) {
 }
 
 impl TestApp {
-    /// Another instance of the service on the same database and the same carrier: a replica.
-    pub async fn spawn_replica(&self) -> TestApp {
-        self.spawn_replica_with(&[]).await
-    }
-
-    /// As [`TestApp::spawn_replica`], with settings overridden.
+    /// Another instance of the service on the same database and the same carrier, a replica, with
+    /// settings overridden.
     pub async fn spawn_replica_with(&self, overrides: &[(&str, &str)]) -> TestApp {
         spawn_on(self.database_url.clone(), self._sqlite_dir.clone(), Some(self.carrier.uri()), overrides).await
     }
