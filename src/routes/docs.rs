@@ -3,7 +3,7 @@
 //! `ADMIN_TOKEN`, and for everyone in development, where the console hands the token out anyway; the
 //! sandbox operation only when the sandbox is on; nothing of the admin surface when no token is set.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -23,24 +23,42 @@ const SANDBOX_TAG: &str = "sandbox";
 
 #[derive(Clone)]
 struct Documents {
-    /// What an operator sees, serialised once.
-    full: Arc<[u8]>,
-    /// What anyone else sees.
-    public: Arc<[u8]>,
+    /// The document as the router was built with it. It is turned into the two answers below on the
+    /// first request for either, not at start: that is milliseconds of a cold start no buyer needs.
+    source: Arc<utoipa::openapi::OpenApi>,
+    built: Arc<OnceLock<Built>>,
+    admin: bool,
+    sandbox: bool,
     /// `None`: everyone gets `full` (development) or nobody does (no token: `full` has no admin part).
     admin_token: Option<String>,
 }
 
+struct Built {
+    /// What an operator sees, serialised once.
+    full: Arc<[u8]>,
+    /// What anyone else sees.
+    public: Arc<[u8]>,
+}
+
+impl Documents {
+    fn built(&self) -> &Built {
+        self.built.get_or_init(|| {
+            let document = super::document((*self.source).clone());
+            let full = document_for(document.clone(), Audience { admin: self.admin, sandbox: self.sandbox });
+            let public = document_for(document, Audience { admin: false, sandbox: self.sandbox });
+            let serialise = |doc: &Value| -> Arc<[u8]> { serde_json::to_vec(doc).unwrap_or_default().into() };
+            Built { full: serialise(&full), public: serialise(&public) }
+        })
+    }
+}
+
 /// Swagger UI at `/api`, reading the document at [`DOCUMENT_PATH`].
-pub fn router(document: Value, settings: &Settings) -> Router {
-    let sandbox = settings.wechat.sandbox;
-    let admin = settings.admin_token.is_some();
-    let full = document_for(document.clone(), Audience { admin, sandbox });
-    let public = document_for(document, Audience { admin: false, sandbox });
-    let serialise = |doc: &Value| -> Arc<[u8]> { serde_json::to_vec(doc).unwrap_or_default().into() };
+pub fn router(openapi: utoipa::openapi::OpenApi, settings: &Settings) -> Router {
     let documents = Documents {
-        full: serialise(&full),
-        public: serialise(&public),
+        source: Arc::new(openapi),
+        built: Arc::default(),
+        admin: settings.admin_token.is_some(),
+        sandbox: settings.wechat.sandbox,
         admin_token: if settings.is_production() { settings.admin_token.clone() } else { None },
     };
     let ui = SwaggerUi::new("/api").config(Config::from(DOCUMENT_PATH));
@@ -49,7 +67,8 @@ pub fn router(document: Value, settings: &Settings) -> Router {
 
 async fn serve(State(documents): State<Documents>, headers: HeaderMap) -> Response {
     let full = documents.admin_token.as_deref().is_none_or(|expected| super::admin::bears_token(&headers, expected));
-    let body = if full { documents.full } else { documents.public };
+    let built = documents.built();
+    let body = if full { &built.full } else { &built.public };
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
