@@ -156,7 +156,8 @@ impl Drop for Server {
 }
 
 /// The service in development mode with WeChat and the carrier simulated, callbacks taken as they come
-/// (no confirming query, no merchant check), no scheduler, and a short shutdown grace.
+/// (no confirming query, no merchant check), no scheduler, a short shutdown grace, and a pool of
+/// [`crate::ceiling::CLIENTS`] connections.
 pub fn service_env(database_url: &str) -> Vec<(&'static str, String)> {
     [
         ("APP_ENV", "development"),
@@ -170,5 +171,8 @@ pub fn service_env(database_url: &str) -> Vec<(&'static str, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))
+    // MySQL and PostgreSQL: as many connections as the ceiling's clients, so a write path's ratio to
+    // the ceiling compares the same concurrency (the deployed default is 10).
+    .chain([("DATABASE_MAX_CONNECTIONS", crate::ceiling::CLIENTS.to_string())])
     .collect()
 }

@@ -203,7 +203,12 @@ struct ServiceRun {
 }
 
 async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> ServiceRun {
-    let launch = Launch { name: "wxtopup-storm", program: &binaries.service, dir, env: service_env(database_url) };
+    let launch = Launch {
+        name: "wxtopup-storm",
+        program: binaries.service_for(database_url),
+        dir,
+        env: service_env(database_url),
+    };
     let (server, _) = Server::start(launch).await;
     tokio::time::sleep(SETTLE).await;
     let idle = server.memory();

@@ -11,20 +11,40 @@ use std::time::{Duration, Instant};
 
 /// The release binaries the process measurements run.
 pub struct Binaries {
+    /// The default build (SQLite and MySQL), the one a deployment runs.
     pub service: PathBuf,
+    /// The build with `--features postgres`, for the PostgreSQL runs only.
+    pub service_postgres: PathBuf,
     pub hello: PathBuf,
 }
 
-/// What [`build_binaries`] runs, each after `cargo build --release --quiet`: the one place to add
-/// `--features` or the like to what is measured.
-const BUILDS: [&[&str]; 2] = [&["-p", "wxtopup", "--bin", "wxtopup"], &["-p", "bench", "--bin", "hello"]];
+impl Binaries {
+    /// The service binary that has the driver for `database_url`.
+    pub fn service_for(&self, database_url: &str) -> &Path {
+        if database_url.starts_with("postgres") {
+            &self.service_postgres
+        } else {
+            &self.service
+        }
+    }
+}
+
+/// What [`build_binaries`] runs, each after `cargo build --release --quiet`, and the name in
+/// `target/release` its binary is copied to (builds of one binary with different features overwrite
+/// each other there): the one place to change what is measured.
+const BUILDS: [(&[&str], &str, &str); 3] = [
+    (&["-p", "wxtopup", "--bin", "wxtopup", "--features", "postgres"], "wxtopup", "wxtopup-postgres"),
+    (&["-p", "wxtopup", "--bin", "wxtopup"], "wxtopup", "wxtopup-default"),
+    (&["-p", "bench", "--bin", "hello"], "hello", "hello"),
+];
 
 /// Builds `target/release/wxtopup` and `target/release/hello` with the workspace's release profile, so
 /// one `cargo run --release -p bench` measures the current code.
 pub fn build_binaries() -> Binaries {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for args in BUILDS {
+    let release = target_dir().join("release");
+    for (args, built, copy) in BUILDS {
         eprintln!("bench: cargo build --release {}", args.join(" "));
         let mut command = Command::new(&cargo);
         // `cargo run` hands the bench the package's CARGO_PKG_*, CARGO_MANIFEST_DIR, …; build scripts that
@@ -41,10 +61,18 @@ pub fn build_binaries() -> Binaries {
             .status()
             .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
         assert!(status.success(), "cargo build --release {} failed ({status})", args.join(" "));
+        if built != copy {
+            let (from, to) = (release.join(built), release.join(copy));
+            std::fs::copy(&from, &to)
+                .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+        }
     }
-    let release = target_dir().join("release");
-    let binaries = Binaries { service: release.join("wxtopup"), hello: release.join("hello") };
-    for binary in [&binaries.service, &binaries.hello] {
+    let binaries = Binaries {
+        service: release.join("wxtopup-default"),
+        service_postgres: release.join("wxtopup-postgres"),
+        hello: release.join("hello"),
+    };
+    for binary in [&binaries.service, &binaries.service_postgres, &binaries.hello] {
         assert!(binary.is_file(), "{} missing after the build", binary.display());
     }
     binaries

@@ -66,7 +66,12 @@ pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
 }
 
 async fn start(binaries: &Binaries, database_url: &str, dir: &Path) -> Server {
-    let launch = Launch { name: "wxtopup-writes", program: &binaries.service, dir, env: service_env(database_url) };
+    let launch = Launch {
+        name: "wxtopup-writes",
+        program: binaries.service_for(database_url),
+        dir,
+        env: service_env(database_url),
+    };
     Server::start(launch).await.0
 }
 
