@@ -79,6 +79,7 @@ impl Application {
             loop {
                 every.tick().await;
                 idle_limits.forget_idle();
+                telemetry::release_free_memory();
             }
         }));
         let notifier = crate::notify::Notifier::new(
@@ -115,7 +116,9 @@ impl Application {
         } else {
             None
         };
-        Ok(Application { listener, port, router: router(state.clone()), state, scheduler })
+        let router = router(state.clone());
+        telemetry::release_free_memory();
+        Ok(Application { listener, port, router, state, scheduler })
     }
 
     pub fn port(&self) -> u16 {
