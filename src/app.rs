@@ -239,7 +239,7 @@ async fn apply_migrations(db: &DatabaseConnection) -> Result<(), DbErr> {
 
 /// Opens the pool with the default size (see [`connect_pool`]).
 pub async fn connect(url: &str) -> Result<DatabaseConnection, StartError> {
-    connect_pool(url, 10).await
+    connect_pool(url, crate::config::DEFAULT_MAX_CONNECTIONS).await
 }
 
 /// Opens the pool: `max_connections` on MySQL and PostgreSQL, one on SQLite. For SQLite the file's

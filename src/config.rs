@@ -643,13 +643,13 @@ impl Settings {
         };
 
         let database_max_connections = problems.or(
-            positive(&get, "DATABASE_MAX_CONNECTIONS", 10).and_then(|n| {
+            positive(&get, "DATABASE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS.into()).and_then(|n| {
                 u32::try_from(n)
                     .ok()
                     .filter(|n| *n <= 200)
                     .ok_or_else(|| invalid("DATABASE_MAX_CONNECTIONS", format!("must be 1 to 200, not {n}")))
             }),
-            10,
+            DEFAULT_MAX_CONNECTIONS,
         );
         let settings = Settings {
             app_env,
@@ -783,6 +783,9 @@ fn parse_bool(var: &'static str, value: Option<String>, default: bool) -> Result
         Some(other) => Err(invalid(var, format!("must be true or false, not {other:?}"))),
     }
 }
+
+/// `DATABASE_MAX_CONNECTIONS` when unset.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 /// The cargo feature a database URL needs when this build was made without it (see Cargo.toml).
 fn missing_driver(database_url: &str) -> Option<&'static str> {
