@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{self, Memory};
+use crate::util::{self, Binaries, Memory};
 
 /// How long to wait between tries of `GET /health` while a server starts. Each try costs well under a
 /// millisecond; at 5 ms the hello-world's few milliseconds would mostly measure the polling period.
@@ -25,6 +25,13 @@ pub struct Launch<'a> {
     pub dir: &'a Path,
     /// The whole environment apart from `PORT`, which is chosen here.
     pub env: Vec<(&'a str, String)>,
+}
+
+impl<'a> Launch<'a> {
+    /// The service binary that has `database_url`'s driver, in development mode on it ([`service_env`]).
+    pub fn service(name: &'a str, binaries: &'a Binaries, database_url: &str, dir: &'a Path) -> Self {
+        Launch { name, program: binaries.service_for(database_url), dir, env: service_env(database_url) }
+    }
 }
 
 pub struct Server {

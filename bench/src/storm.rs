@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use wxtopup::entities::payment_event;
 
 use crate::ceiling::{of_ceiling, Ceilings};
-use crate::process::{service_env, Launch, Server};
+use crate::process::{Launch, Server};
 use crate::util::{self, duration_times, mib, ms, times, Binaries, DbServer, Latencies, Memory};
 
 pub const ORDERS: usize = 1_000;
@@ -203,12 +203,7 @@ struct ServiceRun {
 }
 
 async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> ServiceRun {
-    let launch = Launch {
-        name: "wxtopup-storm",
-        program: binaries.service_for(database_url),
-        dir,
-        env: service_env(database_url),
-    };
+    let launch = Launch::service("wxtopup-storm", binaries, database_url, dir);
     let (server, _) = Server::start(launch).await;
     tokio::time::sleep(SETTLE).await;
     let idle = server.memory();

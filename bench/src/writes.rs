@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ceiling::{of_ceiling, Ceilings};
-use crate::process::{service_env, Launch, Server};
+use crate::process::{Launch, Server};
 use crate::util::{self, mib, ms, Binaries, DbServer, Run};
 
 pub const WRITERS: usize = 32;
@@ -66,12 +66,7 @@ pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
 }
 
 async fn start(binaries: &Binaries, database_url: &str, dir: &Path) -> Server {
-    let launch = Launch {
-        name: "wxtopup-writes",
-        program: binaries.service_for(database_url),
-        dir,
-        env: service_env(database_url),
-    };
+    let launch = Launch::service("wxtopup-writes", binaries, database_url, dir);
     Server::start(launch).await.0
 }
 
