@@ -1,6 +1,9 @@
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, SqlErr,
+    ActiveEnum, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, RuntimeErr, SqlErr,
 };
 
 use rust_decimal::Decimal;
@@ -42,64 +45,30 @@ pub async fn recent_unpaid(
 }
 
 /// Places an unpaid order for `openid`. The amount is the product's price, never the caller's.
+///
+/// One statement: the order is inserted from the product's row (`INSERT … SELECT … WHERE active`), so
+/// the price and the snapshot of the product are read and written in the same step, and the row comes
+/// back with `RETURNING`. Only MySQL, which has no `RETURNING`, reads the product first (see
+/// [`RETURNING_ON_MYSQL`]). Nothing is read or written when the product is missing or not on sale.
 pub async fn place_order(
     db: &impl ConnectionTrait,
     openid: &str,
     product_id: i32,
     phone: &PhoneNumber,
 ) -> Result<order::Model, ServiceError> {
-    let product = product::Entity::find_by_id(product_id).one(db).await?.ok_or(ServiceError::ProductNotFound)?;
-    if !product.active {
-        return Err(ServiceError::ProductUnavailable);
-    }
-    let amount = Money::from_stored(product.price);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let now = now_utc();
-        let order = order::Model {
-            id: 0,
+        let draft = Draft {
             order_number: OrderNumber::generate(now.and_utc().timestamp_millis()).to_string(),
-            openid: openid.to_string(),
-            product_id: product.id,
-            product_name: product.name.clone(),
-            phone_number: phone.to_string(),
-            amount: amount.yuan(),
-            status: OrderStatus::Unpaid,
-            prepay_id: None,
-            prepay_params: None,
-            prepay_at: None,
-            transaction_id: None,
-            paid_at: None,
-            anomaly: None,
-            created_at: now,
-            updated_at: now,
-            product_code: product.code.clone(),
-            face_value: product.face_value,
-            face_currency: product.face_currency.clone(),
-            fulfil_attempts: 0,
-            submitted: false,
-            lease_owner: None,
-            lease_expires_at: None,
-            recharge_at: None,
-            delivered_at: None,
-            provider_reference: None,
-            failure_reason: None,
-            refund_requested: Decimal::ZERO,
-            refund_seq: 0,
-            last_queried_at: None,
-            closed_at: None,
-            budget_from: 0,
-            unresolved_at: None,
-            country: Some(product.country.clone()),
-            carrier_reference: Some(product.carrier_reference.clone()),
+            openid,
+            phone: phone.to_string(),
+            now,
         };
-        // One INSERT, no read-back: the row is what was sent, and the id comes with the answer
-        // (RETURNING, or MySQL's last insert id).
-        let mut row = order.clone().into_active_model();
-        row.id = NotSet;
-        match order::Entity::insert(row).exec(db).await {
-            Ok(inserted) => return Ok(order::Model { id: inserted.last_insert_id, ..order }),
+        match insert_order(db, product_id, &draft).await {
+            Ok(Some(order)) => return Ok(order),
+            Ok(None) => return Err(not_orderable(db, product_id).await),
             Err(e)
                 if attempt < ORDER_NUMBER_ATTEMPTS
                     && matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
@@ -108,6 +77,180 @@ pub async fn place_order(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// What an order takes from the request rather than from the product.
+struct Draft<'a> {
+    order_number: String,
+    openid: &'a str,
+    phone: String,
+    now: chrono::NaiveDateTime,
+}
+
+/// Whether this MySQL-protocol server takes `INSERT … RETURNING` (MariaDB 10.5 and later do, MySQL does
+/// not): unknown until the first order tries it. A server that refuses the syntax writes nothing.
+static RETURNING_ON_MYSQL: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const SUPPORTED: u8 = 1;
+const UNSUPPORTED: u8 = 2;
+
+/// The new order, or `None` when the product is missing or not on sale.
+async fn insert_order(
+    db: &impl ConnectionTrait,
+    product_id: i32,
+    draft: &Draft<'_>,
+) -> Result<Option<order::Model>, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::MySql || RETURNING_ON_MYSQL.load(Ordering::Relaxed) == SUPPORTED {
+        return insert_returning(db, product_id, draft).await;
+    }
+    if RETURNING_ON_MYSQL.load(Ordering::Relaxed) == UNKNOWN {
+        match insert_returning(db, product_id, draft).await {
+            Err(e) if is_mysql_parse_error(&e) => {
+                tracing::info!("the MySQL server has no INSERT … RETURNING: orders read their product first");
+                RETURNING_ON_MYSQL.store(UNSUPPORTED, Ordering::Relaxed);
+            }
+            placed => {
+                if placed.is_ok() {
+                    RETURNING_ON_MYSQL.store(SUPPORTED, Ordering::Relaxed);
+                }
+                return placed;
+            }
+        }
+    }
+    insert_after_reading(db, product_id, draft).await
+}
+
+/// MySQL's answer to a statement it cannot parse (`ER_PARSE_ERROR`).
+#[cfg(feature = "mysql")]
+fn is_mysql_parse_error(error: &DbErr) -> bool {
+    use sea_orm::sqlx::mysql::MySqlDatabaseError;
+    const ER_PARSE_ERROR: u16 = 1064;
+    match error {
+        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => e
+            .as_database_error()
+            .and_then(|e| e.try_downcast_ref::<MySqlDatabaseError>())
+            .is_some_and(|e| e.number() == ER_PARSE_ERROR),
+        _ => false,
+    }
+}
+
+#[cfg(not(feature = "mysql"))]
+fn is_mysql_parse_error(_: &DbErr) -> bool {
+    false
+}
+
+async fn insert_returning(
+    db: &impl ConnectionTrait,
+    product_id: i32,
+    draft: &Draft<'_>,
+) -> Result<Option<order::Model>, DbErr> {
+    use order::Column as O;
+    use product::Column as P;
+    let from_product = |column: P| Expr::col((product::Entity, column));
+    let columns = [
+        (O::OrderNumber, Expr::val(draft.order_number.as_str())),
+        (O::Openid, Expr::val(draft.openid)),
+        (O::ProductId, from_product(P::Id)),
+        (O::ProductName, from_product(P::Name)),
+        (O::PhoneNumber, Expr::val(draft.phone.as_str())),
+        (O::Amount, from_product(P::Price)),
+        (O::Status, Expr::val(OrderStatus::Unpaid.to_value())),
+        (O::CreatedAt, Expr::val(draft.now)),
+        (O::UpdatedAt, Expr::val(draft.now)),
+        (O::ProductCode, from_product(P::Code)),
+        (O::FaceValue, from_product(P::FaceValue)),
+        (O::FaceCurrency, from_product(P::FaceCurrency)),
+        (O::FulfilAttempts, Expr::val(0)),
+        (O::Submitted, Expr::val(false)),
+        (O::RefundRequested, Expr::val(Decimal::ZERO)),
+        (O::RefundSeq, Expr::val(0)),
+        (O::BudgetFrom, Expr::val(0)),
+        (O::Country, from_product(P::Country)),
+        (O::CarrierReference, from_product(P::CarrierReference)),
+    ];
+    let mut product_row = Query::select();
+    product_row
+        .from(product::Entity)
+        .and_where(from_product(P::Id).eq(product_id))
+        .and_where(from_product(P::Active).eq(true));
+    let mut insert = Query::insert();
+    insert.into_table(order::Entity).columns(columns.iter().map(|(column, _)| *column));
+    for (_, value) in columns {
+        product_row.expr(value);
+    }
+    insert.select_from(product_row).map_err(|e| DbErr::Custom(e.to_string()))?.returning_all();
+    let backend = db.get_database_backend();
+    let mut statement = backend.build(&insert);
+    if backend == DbBackend::MySql {
+        // sea-query leaves RETURNING out of MySQL statements; MariaDB takes it after the SELECT.
+        statement.sql.push_str(" RETURNING *");
+    }
+    match db.query_one_raw(statement).await? {
+        Some(row) => Ok(Some(order::Model::from_query_result(&row, "")?)),
+        None => Ok(None),
+    }
+}
+
+/// For MySQL: the product read, then one INSERT whose id comes with the answer (last insert id).
+async fn insert_after_reading(
+    db: &impl ConnectionTrait,
+    product_id: i32,
+    draft: &Draft<'_>,
+) -> Result<Option<order::Model>, DbErr> {
+    let Some(product) = product::Entity::find_by_id(product_id).one(db).await?.filter(|p| p.active) else {
+        return Ok(None);
+    };
+    let order = order::Model {
+        id: 0,
+        order_number: draft.order_number.clone(),
+        openid: draft.openid.to_string(),
+        product_id: product.id,
+        product_name: product.name,
+        phone_number: draft.phone.clone(),
+        amount: Money::from_stored(product.price).yuan(),
+        status: OrderStatus::Unpaid,
+        prepay_id: None,
+        prepay_params: None,
+        prepay_at: None,
+        transaction_id: None,
+        paid_at: None,
+        anomaly: None,
+        created_at: draft.now,
+        updated_at: draft.now,
+        product_code: product.code,
+        face_value: product.face_value,
+        face_currency: product.face_currency,
+        fulfil_attempts: 0,
+        submitted: false,
+        lease_owner: None,
+        lease_expires_at: None,
+        recharge_at: None,
+        delivered_at: None,
+        provider_reference: None,
+        failure_reason: None,
+        refund_requested: Decimal::ZERO,
+        refund_seq: 0,
+        last_queried_at: None,
+        closed_at: None,
+        budget_from: 0,
+        unresolved_at: None,
+        country: Some(product.country),
+        carrier_reference: Some(product.carrier_reference),
+    };
+    let mut row = order.clone().into_active_model();
+    row.id = NotSet;
+    let inserted = order::Entity::insert(row).exec(db).await?;
+    Ok(Some(order::Model { id: inserted.last_insert_id, ..order }))
+}
+
+/// Why no order was placed for `product_id`: read only after the insert found no product on sale.
+async fn not_orderable(db: &impl ConnectionTrait, product_id: i32) -> ServiceError {
+    match product::Entity::find_by_id(product_id).one(db).await {
+        Ok(Some(_)) => ServiceError::ProductUnavailable,
+        Ok(None) => ServiceError::ProductNotFound,
+        Err(e) => e.into(),
     }
 }
 
@@ -159,4 +302,96 @@ pub async fn notifications_of(
         .order_by_asc(notification::Column::Id)
         .all(db)
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+    use std::sync::{Arc, Mutex};
+
+    /// A migrated in-memory database that logs the first word of every statement it runs.
+    async fn logged_database() -> (DatabaseConnection, Arc<Mutex<Vec<String>>>) {
+        let mut db = crate::app::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let statements = Arc::new(Mutex::new(Vec::new()));
+        let log = statements.clone();
+        db.set_metric_callback(move |info| {
+            let first = info.statement.sql.split_whitespace().next().unwrap_or_default().to_string();
+            log.lock().unwrap().push(first);
+        });
+        (db, statements)
+    }
+
+    fn phone() -> PhoneNumber {
+        PhoneNumber::parse("+8613800000000").unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_order_is_one_statement_that_copies_the_product() {
+        let (db, statements) = logged_database().await;
+        let product = product::Entity::find_by_id(1).one(&db).await.unwrap().unwrap();
+        statements.lock().unwrap().clear();
+
+        let order = place_order(&db, "oBuyer", 1, &phone()).await.unwrap();
+
+        assert_eq!(*statements.lock().unwrap(), ["INSERT"]);
+        let stored = order::Entity::find_by_id(order.id).one(&db).await.unwrap().unwrap();
+        assert_eq!(order, stored, "the answer is the stored row");
+        assert_eq!(Money::from_stored(order.amount), Money::from_stored(product.price));
+        assert_eq!(
+            (order.product_id, order.product_name.as_str(), order.product_code.as_str()),
+            (product.id, product.name.as_str(), product.code.as_str())
+        );
+        assert_eq!(
+            (order.face_value, order.face_currency.as_str()),
+            (product.face_value, product.face_currency.as_str())
+        );
+        assert_eq!(order.country.as_deref(), Some(product.country.as_str()));
+        assert_eq!(order.carrier_reference.as_deref(), Some(product.carrier_reference.as_str()));
+        assert_eq!((order.openid.as_str(), order.phone_number.as_str()), ("oBuyer", "+8613800000000"));
+        assert_eq!(order.status, OrderStatus::Unpaid);
+        assert!(OrderNumber::parse(&order.order_number).is_some());
+    }
+
+    /// MySQL's way (the product read first) stores the same row as the one statement.
+    #[tokio::test]
+    async fn reading_the_product_first_stores_the_same_order() {
+        let (db, _) = logged_database().await;
+        let one = place_order(&db, "oBuyer", 1, &phone()).await.unwrap();
+        let now = now_utc();
+        let draft =
+            Draft { order_number: "ORD1763900000000Ab3x".into(), openid: "oBuyer", phone: phone().to_string(), now };
+
+        let other = insert_after_reading(&db, 1, &draft).await.unwrap().unwrap();
+
+        let stored = order::Entity::find_by_id(other.id).one(&db).await.unwrap().unwrap();
+        assert_eq!(other, stored);
+        let same = order::Model {
+            id: one.id,
+            order_number: one.order_number.clone(),
+            created_at: one.created_at,
+            updated_at: one.updated_at,
+            ..stored
+        };
+        assert_eq!(same, one);
+    }
+
+    #[tokio::test]
+    async fn a_product_not_on_sale_or_missing_places_nothing() {
+        let (db, statements) = logged_database().await;
+        let mut product: product::ActiveModel = product::Entity::find_by_id(1).one(&db).await.unwrap().unwrap().into();
+        product.active = Set(false);
+        product.update(&db).await.unwrap();
+        statements.lock().unwrap().clear();
+
+        let unavailable = place_order(&db, "oBuyer", 1, &phone()).await;
+        assert!(matches!(unavailable, Err(ServiceError::ProductUnavailable)), "{unavailable:?}");
+        let missing = place_order(&db, "oBuyer", 4242, &phone()).await;
+        assert!(matches!(missing, Err(ServiceError::ProductNotFound)), "{missing:?}");
+
+        assert_eq!(*statements.lock().unwrap(), ["INSERT", "SELECT", "INSERT", "SELECT"]);
+        assert_eq!(order::Entity::find().count(&db).await.unwrap(), 0);
+    }
 }
