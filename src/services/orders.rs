@@ -187,8 +187,10 @@ async fn insert_returning(
         // sea-query leaves RETURNING out of MySQL statements; MariaDB takes it after the SELECT.
         statement.sql.push_str(" RETURNING *");
     }
-    match db.query_one_raw(statement).await? {
-        Some(row) => Ok(Some(order::Model::from_query_result(&row, "")?)),
+    // Every row is read, so the statement runs to its end before the answer: stopped after its first
+    // row, SQLite kept the statement open, and with it a snapshot that let the WAL grow without bound.
+    match db.query_all_raw(statement).await?.first() {
+        Some(row) => Ok(Some(order::Model::from_query_result(row, "")?)),
         None => Ok(None),
     }
 }
@@ -393,5 +395,26 @@ mod tests {
 
         assert_eq!(*statements.lock().unwrap(), ["INSERT", "SELECT", "INSERT", "SELECT"]);
         assert_eq!(order::Entity::find().count(&db).await.unwrap(), 0);
+    }
+
+    /// Each order's statement ends before its answer, so the WAL is checkpointed and reused as orders
+    /// come in (an open statement keeps a snapshot that stops the WAL from being reused).
+    #[tokio::test]
+    async fn orders_keep_the_sqlite_wal_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orders.db");
+        let db = crate::app::connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let wal = || std::fs::metadata(dir.path().join("orders.db-wal")).map(|m| m.len()).unwrap_or(0);
+
+        let mut largest = 0;
+        for _ in 0..600 {
+            place_order(&db, "oBuyer", 1, &phone()).await.unwrap();
+            largest = std::cmp::Ord::max(largest, wal());
+        }
+
+        // The autocheckpoint runs every 1,000 pages (4 MiB); 600 orders write about 20 MiB of frames.
+        assert!(largest < 6 * 1024 * 1024, "the WAL grew to {largest} bytes");
+        assert_eq!(order::Entity::find().count(&db).await.unwrap(), 600);
     }
 }
