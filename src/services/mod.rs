@@ -17,12 +17,39 @@ use crate::wechat::WechatError;
 /// `40001`, PostgreSQL's `40P01`): nothing of it was kept, and running it again is safe. InnoDB picks
 /// such victims among conditional updates of one order racing through its status index.
 pub(crate) fn is_conflict(error: &sea_orm::DbErr) -> bool {
+    let code = database_error(error).and_then(|e| e.code());
+    matches!(code.as_deref(), Some("40001" | "40P01"))
+}
+
+/// The database's own error behind a failed statement, if the database answered one.
+pub(crate) fn database_error(error: &sea_orm::DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     use sea_orm::{DbErr, RuntimeErr};
     let (DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error))) = error else {
-        return false;
+        return None;
     };
-    let code = error.as_database_error().and_then(|e| e.code());
-    matches!(code.as_deref(), Some("40001" | "40P01"))
+    error.as_database_error()
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::DatabaseConnection;
+    use std::sync::{Arc, Mutex};
+
+    /// A migrated in-memory database that logs what `keep` makes of each statement it runs (`None`:
+    /// not logged).
+    pub async fn logged_database(keep: fn(&str) -> Option<String>) -> (DatabaseConnection, Arc<Mutex<Vec<String>>>) {
+        let mut db = crate::app::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        db.set_metric_callback(move |info| {
+            if let Some(entry) = keep(info.statement.sql.trim_start()) {
+                kept.lock().unwrap().push(entry);
+            }
+        });
+        (db, log)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveEnum, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, RuntimeErr, SqlErr,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, SqlErr,
 };
 
 use rust_decimal::Decimal;
@@ -127,13 +127,9 @@ async fn insert_order(
 fn is_mysql_parse_error(error: &DbErr) -> bool {
     use sea_orm::sqlx::mysql::MySqlDatabaseError;
     const ER_PARSE_ERROR: u16 = 1064;
-    match error {
-        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => e
-            .as_database_error()
-            .and_then(|e| e.try_downcast_ref::<MySqlDatabaseError>())
-            .is_some_and(|e| e.number() == ER_PARSE_ERROR),
-        _ => false,
-    }
+    super::database_error(error)
+        .and_then(|e| e.try_downcast_ref::<MySqlDatabaseError>())
+        .is_some_and(|e| e.number() == ER_PARSE_ERROR)
 }
 
 #[cfg(not(feature = "mysql"))]
@@ -315,15 +311,7 @@ mod tests {
 
     /// A migrated in-memory database that logs the first word of every statement it runs.
     async fn logged_database() -> (DatabaseConnection, Arc<Mutex<Vec<String>>>) {
-        let mut db = crate::app::connect("sqlite::memory:").await.unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        let statements = Arc::new(Mutex::new(Vec::new()));
-        let log = statements.clone();
-        db.set_metric_callback(move |info| {
-            let first = info.statement.sql.split_whitespace().next().unwrap_or_default().to_string();
-            log.lock().unwrap().push(first);
-        });
-        (db, statements)
+        crate::services::testing::logged_database(|sql| sql.split_whitespace().next().map(str::to_string)).await
     }
 
     fn phone() -> PhoneNumber {

@@ -498,24 +498,16 @@ mod tests {
     use crate::domain::PhoneNumber;
     use crate::services::orders::place_order;
     use crate::wechat::Sandbox;
-    use migration::{Migrator, MigratorTrait};
     use sea_orm::Statement;
     use std::sync::{Arc, Mutex};
 
     /// A migrated in-memory database that logs the first words of every write statement it runs.
     async fn logged_database() -> (DatabaseConnection, Arc<Mutex<Vec<String>>>) {
-        let mut db = crate::app::connect("sqlite::memory:").await.unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        let writes = Arc::new(Mutex::new(Vec::new()));
-        let log = writes.clone();
-        db.set_metric_callback(move |info| {
-            let sql = info.statement.sql.trim_start();
-            if ["INSERT", "UPDATE", "DELETE"].iter().any(|w| sql.starts_with(w)) {
-                let words: Vec<&str> = sql.split_whitespace().take(3).collect();
-                log.lock().unwrap().push(words.join(" ").replace(['"', '`'], ""));
-            }
-        });
-        (db, writes)
+        crate::services::testing::logged_database(|sql| {
+            let write = ["INSERT", "UPDATE", "DELETE"].iter().any(|w| sql.starts_with(w));
+            write.then(|| sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ").replace(['"', '`'], ""))
+        })
+        .await
     }
 
     fn body(order_number: &str) -> Vec<u8> {
