@@ -129,9 +129,23 @@ impl Application {
         &self.state
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully (see [`Application::run_until`]).
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully and closes the database (see
+    /// [`Application::run_to_exit`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_to_exit(shutdown_signal()).await
+    }
+
+    /// As [`Application::run_until`], then closes the database: the process is about to exit. On
+    /// SQLite the last connection to close checkpoints the WAL into the file and removes it, so the next
+    /// start (a scale from zero) opens the file without replaying what the last instance wrote.
+    pub async fn run_to_exit(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let db = self.state.db.clone();
+        let served = self.run_until(stop).await;
+        close(&db).await;
+        served
     }
 
     /// Serves until `stop` completes; then stops accepting, finishes in-flight requests, stops the
@@ -205,7 +219,15 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
     let db = connect_pool(&settings.database_url, settings.database_max_connections).await?;
     prepare(&db, settings).await?;
     tracing::info!("migrations applied");
+    close(&db).await;
     Ok(())
+}
+
+/// Closes the pool on the way out (on SQLite: the WAL checkpointed and removed).
+async fn close(db: &DatabaseConnection) {
+    if let Err(error) = db.close_by_ref().await {
+        tracing::warn!(%error, "the database was not closed cleanly");
+    }
 }
 
 /// Migrates; in production, the catalog then starts empty (the demo products the migrations seed
@@ -525,6 +547,34 @@ mod tests {
         let rows =
             db.query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), "SELECT n FROM t")).await;
         assert_eq!(rows.unwrap().len(), 2);
+    }
+
+    /// An instance that exits leaves no WAL behind: the next start does not replay it.
+    #[tokio::test]
+    async fn an_instance_that_exits_leaves_no_sqlite_wal_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("exit.db");
+        let vars: std::collections::HashMap<String, String> = [
+            ("APP_ENV", "development"),
+            ("DATABASE_URL", &format!("sqlite://{}?mode=rwc", file.display())),
+            ("PORT", "0"),
+            ("PAYMENT_SANDBOX", "true"),
+            ("TOPUP_PROVIDER", "sandbox"),
+            ("SCHEDULER_ENABLED", "false"),
+            ("SHUTDOWN_GRACE_SECONDS", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let application = Application::build(Settings::from_vars(&vars).unwrap()).await.unwrap();
+        let wal = dir.path().join("exit.db-wal");
+        assert!(wal.exists(), "the migrations went through the WAL");
+
+        application.run_to_exit(async {}).await.unwrap();
+
+        assert!(!wal.exists(), "the WAL was checkpointed and removed");
+        let db = connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
+        assert!(Migrator::get_pending_migrations_read_only(&db).await.unwrap().is_empty(), "nothing was lost");
     }
 
     /// The WAL is cut back to its limit once a checkpoint has copied it into the database, whatever one
