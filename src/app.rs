@@ -554,7 +554,7 @@ mod tests {
     async fn an_instance_that_exits_leaves_no_sqlite_wal_behind() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("exit.db");
-        let vars: std::collections::HashMap<String, String> = [
+        let vars = crate::config::vars(&[
             ("APP_ENV", "development"),
             ("DATABASE_URL", &format!("sqlite://{}?mode=rwc", file.display())),
             ("PORT", "0"),
@@ -562,10 +562,7 @@ mod tests {
             ("TOPUP_PROVIDER", "sandbox"),
             ("SCHEDULER_ENABLED", "false"),
             ("SHUTDOWN_GRACE_SECONDS", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let application = Application::build(Settings::from_vars(&vars).unwrap()).await.unwrap();
         let wal = dir.path().join("exit.db-wal");
         assert!(wal.exists(), "the migrations went through the WAL");
