@@ -101,25 +101,26 @@ async fn insert_order(
     product_id: i32,
     draft: &Draft<'_>,
 ) -> Result<Option<order::Model>, DbErr> {
-    let backend = db.get_database_backend();
-    if backend != DbBackend::MySql || RETURNING_ON_MYSQL.load(Ordering::Relaxed) == SUPPORTED {
+    if db.get_database_backend() != DbBackend::MySql {
         return insert_returning(db, product_id, draft).await;
     }
-    if RETURNING_ON_MYSQL.load(Ordering::Relaxed) == UNKNOWN {
-        match insert_returning(db, product_id, draft).await {
+    match RETURNING_ON_MYSQL.load(Ordering::Relaxed) {
+        SUPPORTED => insert_returning(db, product_id, draft).await,
+        UNSUPPORTED => insert_after_reading(db, product_id, draft).await,
+        _ => match insert_returning(db, product_id, draft).await {
             Err(e) if is_mysql_parse_error(&e) => {
                 tracing::info!("the MySQL server has no INSERT … RETURNING: orders read their product first");
                 RETURNING_ON_MYSQL.store(UNSUPPORTED, Ordering::Relaxed);
+                insert_after_reading(db, product_id, draft).await
             }
             placed => {
                 if placed.is_ok() {
                     RETURNING_ON_MYSQL.store(SUPPORTED, Ordering::Relaxed);
                 }
-                return placed;
+                placed
             }
-        }
+        },
     }
-    insert_after_reading(db, product_id, draft).await
 }
 
 /// MySQL's answer to a statement it cannot parse (`ER_PARSE_ERROR`).
