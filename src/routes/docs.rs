@@ -23,9 +23,9 @@ const SANDBOX_TAG: &str = "sandbox";
 
 #[derive(Clone)]
 struct Documents {
-    /// The document as the router was built with it. It is turned into the two answers below on the
-    /// first request for either, not at start: that is milliseconds of a cold start no buyer needs.
-    source: Arc<utoipa::openapi::OpenApi>,
+    /// Builds the document of the routes served. It is built and turned into the two answers below on
+    /// the first request for either, not at start: that is milliseconds of a cold start no buyer needs.
+    source: fn() -> utoipa::openapi::OpenApi,
     built: Arc<OnceLock<Built>>,
     admin: bool,
     sandbox: bool,
@@ -43,7 +43,7 @@ struct Built {
 impl Documents {
     fn built(&self) -> &Built {
         self.built.get_or_init(|| {
-            let document = super::document((*self.source).clone());
+            let document = super::document((self.source)());
             let full = document_for(document.clone(), Audience { admin: self.admin, sandbox: self.sandbox });
             let public = document_for(document, Audience { admin: false, sandbox: self.sandbox });
             let serialise = |doc: &Value| -> Arc<[u8]> { serde_json::to_vec(doc).unwrap_or_default().into() };
@@ -53,9 +53,9 @@ impl Documents {
 }
 
 /// Swagger UI at `/api`, reading the document at [`DOCUMENT_PATH`].
-pub fn router(openapi: utoipa::openapi::OpenApi, settings: &Settings) -> Router {
+pub fn router(document: fn() -> utoipa::openapi::OpenApi, settings: &Settings) -> Router {
     let documents = Documents {
-        source: Arc::new(openapi),
+        source: document,
         built: Arc::default(),
         admin: settings.admin_token.is_some(),
         sandbox: settings.wechat.sandbox,
