@@ -246,15 +246,28 @@ async fn prepare(db: &DatabaseConnection, settings: &Settings) -> Result<(), Sta
 /// Applies the pending migrations. An instance starting on its database usually finds none, which is
 /// one read. SQLite's and PostgreSQL's DDL is transactional, so there the pending ones are applied in
 /// one transaction: all or none, and one commit (on SQLite one sync to disk, not one per statement).
-/// MySQL commits each DDL statement by itself.
-async fn apply_migrations(db: &DatabaseConnection) -> Result<(), DbErr> {
-    if Migrator::get_pending_migrations_read_only(db).await?.is_empty() {
+/// An empty SQLite file is given the schema snapshot first (`crate::sqlite_snapshot`). MySQL commits
+/// each DDL statement by itself.
+pub(crate) async fn apply_migrations(db: &DatabaseConnection) -> Result<(), DbErr> {
+    apply_migrations_from(db, crate::sqlite_snapshot::SCRIPT).await
+}
+
+/// [`apply_migrations`] with `snapshot` as SQLite's snapshot.
+pub(crate) async fn apply_migrations_from(db: &DatabaseConnection, snapshot: &str) -> Result<(), DbErr> {
+    let pending = Migrator::get_pending_migrations_read_only(db).await?;
+    if pending.is_empty() {
         return Ok(());
     }
-    if db.get_database_backend() == sea_orm::DbBackend::MySql {
+    let backend = db.get_database_backend();
+    if backend == sea_orm::DbBackend::MySql {
         return Migrator::up(db, None).await;
     }
     let txn = db.begin().await?;
+    let unmigrated = pending.len() == Migrator::migrations().len();
+    if backend == sea_orm::DbBackend::Sqlite && unmigrated && crate::sqlite_snapshot::is_empty(&txn).await? {
+        crate::sqlite_snapshot::apply(&txn, snapshot).await?;
+    }
+    // After a snapshot: only what is newer than it.
     Migrator::up(&txn, None).await?;
     txn.commit().await
 }

@@ -11,5 +11,6 @@ pub mod limits;
 pub mod notify;
 pub mod routes;
 pub mod services;
+mod sqlite_snapshot;
 pub mod telemetry;
 pub mod wechat;
