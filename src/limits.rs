@@ -1,11 +1,13 @@
 //! Rate limits (GCRA, from the `governor` crate), in memory per instance: per openid on order and
 //! payment creation, per order on the `queryorder` calls a payment callback triggers, per client
 //! address on the endpoints without a verified caller. A limit is `n` per minute with a burst of `n`.
+//! And [`Turns`]: one at a time per key, for the payment callbacks of one order.
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::RateLimits;
 
@@ -41,6 +43,8 @@ pub struct Limits {
     pub payments: Limit,
     pub callback_queries: Limit,
     pub public: Limit,
+    /// The payment callbacks of one order are handled one after the other.
+    pub callback_turns: Turns,
 }
 
 impl Limits {
@@ -50,6 +54,7 @@ impl Limits {
             payments: Limit::per_minute(settings.payments_per_openid),
             callback_queries: Limit::per_minute(settings.callback_queries_per_order),
             public: Limit::per_minute(settings.public_per_address),
+            callback_turns: Turns::default(),
         })
     }
 
@@ -60,9 +65,101 @@ impl Limits {
     }
 }
 
+/// One holder at a time per key, within this instance; the others wait their turn, first come first
+/// served. A key is remembered only while someone holds or awaits it. It orders work, it guards
+/// nothing: another replica does not see it, and the database's conditional writes stay the guard.
+#[derive(Default)]
+pub struct Turns {
+    keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Turns {
+    /// Waits for `key`'s turn; it lasts until the returned value is dropped.
+    pub async fn take(&self, key: &str) -> Turn<'_> {
+        let lock = self.lock_keys().entry(key.to_string()).or_default().clone();
+        // Made before the wait, so that a wait given up also forgets the key when it was the last.
+        let waiting = Waiting { turns: self, key: key.to_string(), lock };
+        let held = waiting.lock.clone().lock_owned().await;
+        Turn { held: Some(held), _waiting: waiting }
+    }
+
+    /// How many keys are held or awaited.
+    pub fn len(&self) -> usize {
+        self.lock_keys().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // The map is consistent after any panic (one insert or remove at a time).
+        self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A key's turn, held.
+pub struct Turn<'a> {
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _waiting: Waiting<'a>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Released before `_waiting` looks whether anyone else still wants the key.
+        self.held.take();
+    }
+}
+
+struct Waiting<'a> {
+    turns: &'a Turns,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.turns.lock_keys();
+        // Clones are made only under the map's lock: the map's and this one left means nobody else.
+        if Arc::strong_count(&self.lock) == 2 {
+            keys.remove(&self.key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_turn_per_key_at_a_time_and_keys_are_forgotten_when_nobody_waits() {
+        let turns = Arc::new(Turns::default());
+        let first = turns.take("a").await;
+        let other = turns.take("b").await;
+        let waiter = {
+            let turns = turns.clone();
+            tokio::spawn(async move {
+                let _turn = turns.take("a").await;
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "a second taker of the same key waits");
+        drop(other);
+        assert_eq!(turns.len(), 1, "b is forgotten, a is held and awaited");
+        drop(first);
+        waiter.await.unwrap();
+        assert!(turns.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wait_given_up_forgets_the_key() {
+        let turns = Turns::default();
+        let held = turns.take("a").await;
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(10), turns.take("a")).await;
+        assert!(gave_up.is_err());
+        drop(held);
+        assert!(turns.is_empty());
+    }
 
     #[test]
     fn a_key_gets_its_burst_then_waits_and_other_keys_are_unaffected() {

@@ -176,6 +176,7 @@ pub async fn handle_payment_callback(
             mch_id: state.settings.wechat.mch_id.as_deref(),
             verify: state.settings.lifecycle.callback_verify,
             query_limit: Some(&state.limits.callback_queries),
+            turns: Some(&state.limits.callback_turns),
         };
         let order_number = path_order_number.clone();
         let outcome = match payments::record_payment(&state.db, &state.wechat, &check, delivery).await {

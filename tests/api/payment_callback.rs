@@ -2,7 +2,10 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{is_paid, paid_notification, spawn_app, spawn_app_with, OPENID};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{is_paid, paid_notification, query_order_answer, spawn_app, spawn_app_with, OPENID};
 
 async fn ack(response: reqwest::Response) -> Value {
     assert_eq!(response.status(), StatusCode::OK);
@@ -52,6 +55,34 @@ async fn fifty_concurrent_duplicate_callbacks_make_exactly_one_transition() {
     let order = app.order(&number).await;
     assert!(is_paid(&order.status), "{}", order.status);
     assert_eq!(order.anomaly, None);
+}
+
+/// Copies of one callback that arrive while the first is still asking WeChat wait for it, then find
+/// the order paid: one `queryorder` however many copies (WeChat rate-limits the query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_of_a_callback_in_flight_together_ask_wechat_once() {
+    let app = spawn_app().await;
+    let number = app.place_order(OPENID).await;
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryorder"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(query_order_answer("SUCCESS", 1200))
+                .set_delay(std::time::Duration::from_millis(100)),
+        )
+        .mount(&app.wechat)
+        .await;
+    let notification = paid_notification(&number);
+    let answers = join_all((0..10).map(|_| app.deliver_callback(&number, &notification))).await;
+    for response in answers {
+        ack(response).await;
+    }
+    let requests = app.wechat.received_requests().await.unwrap();
+    let queries = requests.iter().filter(|r| r.url.path() == "/_/pay/queryorder").count();
+    assert_eq!(queries, 1, "one queryorder for 10 copies of one callback");
+    let events = app.events(&number).await;
+    assert_eq!(events.iter().filter(|e| e.outcome == "accepted").count(), 1);
+    assert_eq!(events.iter().filter(|e| e.outcome == "duplicate").count(), 9);
 }
 
 async fn assert_anomaly(change: impl FnOnce(&mut Value), expected_detail: &str) {
