@@ -57,7 +57,7 @@ pub struct Application {
     port: u16,
     router: Router,
     state: AppState,
-    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    jobs: Option<jobs::Jobs>,
 }
 
 impl Application {
@@ -104,21 +104,11 @@ impl Application {
             database = %redact_url(&state.settings.database_url),
             "wxtopup listening"
         );
-        let scheduler = if state.settings.scheduler_enabled {
-            let scheduler = jobs::start(&state).await?;
-            // Instances start from zero on demand: sweep once now rather than at the next tick.
-            let startup_state = state.clone();
-            tokio::spawn(async move {
-                jobs::compensate::run_logged(&startup_state).await;
-                jobs::reconcile::run_logged(&startup_state).await;
-            });
-            Some(scheduler)
-        } else {
-            None
-        };
+        // Started when serving starts (`run_until`), beside the first request rather than before it.
+        let jobs = if state.settings.scheduler_enabled { Some(jobs::prepare(&state)?) } else { None };
         let router = router(state.clone());
         telemetry::release_free_memory();
-        Ok(Application { listener, port, router, state, scheduler })
+        Ok(Application { listener, port, router, state, jobs })
     }
 
     pub fn port(&self) -> u16 {
@@ -153,9 +143,49 @@ impl Application {
     /// of those that did not so another replica takes them over.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let header_timeout = self.state.settings.http.header_timeout;
-        let served = serve(self.listener, self.router, header_timeout, stop).await;
-        if let Some(mut scheduler) = self.scheduler {
-            let _ = scheduler.shutdown().await;
+        // The scheduler starts beside the first requests: an instance woken from zero by a request
+        // answers it first. If it cannot start, the instance stops serving and `run_until` fails, as a
+        // start that failed would: an instance that never sweeps must not look healthy.
+        let (failed, scheduler_failed) = tokio::sync::oneshot::channel::<()>();
+        let scheduling = self.jobs.map(|prepared| {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let scheduler = prepared.start().await;
+                match &scheduler {
+                    Ok(_) => {
+                        // Instances start from zero on demand: sweep once now rather than at the next tick.
+                        tokio::spawn(async move {
+                            jobs::compensate::run_logged(&state).await;
+                            jobs::reconcile::run_logged(&state).await;
+                        });
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the scheduler did not start; stopping");
+                        let _ = failed.send(());
+                    }
+                }
+                scheduler
+            })
+        });
+        let stop = async move {
+            tokio::select! {
+                () = stop => {}
+                Ok(()) = scheduler_failed => {}
+            }
+        };
+        let mut served = serve(self.listener, self.router, header_timeout, stop).await;
+        if let Some(scheduling) = scheduling {
+            let failure = match scheduling.await {
+                Ok(Ok(mut scheduler)) => {
+                    let _ = scheduler.shutdown().await;
+                    None
+                }
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(failure) = failure {
+                served = Err(std::io::Error::other(format!("the scheduler did not start: {failure}")));
+            }
         }
         if let Err(error) = self.state.fulfiller.shutdown(self.state.settings.shutdown_grace).await {
             tracing::error!(%error, "could not release claims at shutdown; their leases will expire");

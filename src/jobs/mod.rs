@@ -24,29 +24,40 @@ pub struct SchedulerError {
     source: tokio_cron_scheduler::JobSchedulerError,
 }
 
-/// Starts the cron jobs: the compensation sweep on `COMPENSATION_CRON`, reconciliation on
-/// `RECONCILE_CRON`.
-pub async fn start(state: &AppState) -> Result<JobScheduler, SchedulerError> {
-    let compensation = state.settings.compensation_cron.as_str();
-    let scheduler = JobScheduler::new().await.map_err(fail("COMPENSATION_CRON", compensation))?;
+/// The cron jobs, their schedules read and checked, not yet running.
+pub struct Jobs {
+    jobs: [Job; 2],
+}
 
+/// Reads the schedules: the compensation sweep on `COMPENSATION_CRON`, reconciliation on
+/// `RECONCILE_CRON`. A schedule that is not a cron is an error here, before the instance serves.
+pub fn prepare(state: &AppState) -> Result<Jobs, SchedulerError> {
+    let compensation = state.settings.compensation_cron.as_str();
     let job_state = state.clone();
-    let job = Job::new_async(compensation, move |_id, _lock| {
+    let compensate = Job::new_async(compensation, move |_id, _lock| {
         let state = job_state.clone();
         Box::pin(crate::telemetry::contain_panics("compensate", async move { compensate::run_logged(&state).await }))
     })
     .map_err(fail("COMPENSATION_CRON", compensation))?;
-    scheduler.add(job).await.map_err(fail("COMPENSATION_CRON", compensation))?;
 
     let reconciliation = state.settings.lifecycle.reconcile_cron.as_str();
     let job_state = state.clone();
-    let job = Job::new_async(reconciliation, move |_id, _lock| {
+    let reconcile = Job::new_async(reconciliation, move |_id, _lock| {
         let state = job_state.clone();
         Box::pin(crate::telemetry::contain_panics("reconcile", async move { reconcile::run_logged(&state).await }))
     })
     .map_err(fail("RECONCILE_CRON", reconciliation))?;
-    scheduler.add(job).await.map_err(fail("RECONCILE_CRON", reconciliation))?;
+    Ok(Jobs { jobs: [compensate, reconcile] })
+}
 
-    scheduler.start().await.map_err(fail("COMPENSATION_CRON", compensation))?;
-    Ok(scheduler)
+impl Jobs {
+    /// Starts the scheduler with the jobs (in memory: it fails only if its own tasks are gone).
+    pub async fn start(self) -> Result<JobScheduler, tokio_cron_scheduler::JobSchedulerError> {
+        let scheduler = JobScheduler::new().await?;
+        for job in self.jobs {
+            scheduler.add(job).await?;
+        }
+        scheduler.start().await?;
+        Ok(scheduler)
+    }
 }

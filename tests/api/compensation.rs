@@ -146,3 +146,38 @@ async fn the_sweep_endpoint_does_not_exist_without_a_token() {
     let response = app.client.post(app.url("/jobs/compensate")).bearer_auth("anything").send().await.unwrap();
     assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 }
+
+/// An instance that starts with the scheduler on sweeps once as it starts serving: a paid order left
+/// undelivered by the last instance is delivered without waiting for the next tick.
+#[tokio::test]
+async fn an_instance_starting_with_the_scheduler_sweeps_once_at_once() {
+    let app = spawn_app().await;
+    mount_query(&app, ResponseTemplate::new(404), 1).await;
+    mount_submit(&app, delivered(), 1).await;
+    let number = crashed_mid_submit(&app).await;
+    // A schedule that never comes round during the test: only the start's sweep can deliver.
+    let replica = app.spawn_replica_with(&[("SCHEDULER_ENABLED", "true"), ("COMPENSATION_CRON", "0 0 0 1 1 *")]).await;
+    let order = replica.wait_for_status(&number, "success").await;
+    assert_eq!(order.status.as_str(), "success");
+}
+
+/// A schedule that is not a cron stops the start with the variable named.
+#[tokio::test]
+async fn a_schedule_that_is_not_a_cron_refuses_to_start() {
+    let app = spawn_app().await;
+    let mut vars = std::collections::HashMap::new();
+    for (k, v) in [
+        ("APP_ENV", "development"),
+        ("PORT", "0"),
+        ("PAYMENT_SANDBOX", "true"),
+        ("TOPUP_PROVIDER", "sandbox"),
+        ("SCHEDULER_ENABLED", "true"),
+        ("COMPENSATION_CRON", "every minute"),
+    ] {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    vars.insert("DATABASE_URL".into(), app.database_url.clone());
+    let settings = wxtopup::config::Settings::from_vars(&vars).unwrap();
+    let error = wxtopup::app::Application::build(settings).await.err().expect("the start fails");
+    assert!(error.to_string().contains("COMPENSATION_CRON"), "{error}");
+}
