@@ -399,6 +399,20 @@ pub fn query_order_answer(trade_state: &str, total_fee: i64) -> Value {
         "transaction_id": "4200004561202203217657282768", "time_end": "20220321132007", "trade_type": "JSAPI"}})
 }
 
+/// A queryorder answer that arrives 300 ms late (within the client's 500 ms timeout), expected once.
+pub async fn mount_slow_query(app: &TestApp, trade_state: &str) {
+    Mock::given(method("POST"))
+        .and(path("/_/pay/queryorder"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(query_order_answer(trade_state, 1200))
+                .set_delay(std::time::Duration::from_millis(300)),
+        )
+        .expect(1)
+        .mount(&app.wechat)
+        .await;
+}
+
 /// Mounts WeChat's answer for `endpoint` (`queryorder`, `closeorder`, `refund`, `queryrefund`), expected
 /// `times` times.
 pub async fn mount_wechat(app: &TestApp, endpoint: &str, body: Value, times: u64) {

@@ -9,8 +9,9 @@ use wxtopup::entities::order;
 use wxtopup::jobs::reconcile::run_once;
 
 use crate::helpers::{
-    assert_books_balance, assert_error, carrier_answer, mount_query, mount_submit, mount_wechat, order_with_prepay,
-    paid_notification, query_order_answer, query_refund_answer, refund_accepted, spawn_app, spawn_app_with, OPENID,
+    assert_books_balance, assert_error, carrier_answer, mount_query, mount_slow_query, mount_submit, mount_wechat,
+    order_with_prepay, paid_notification, query_order_answer, query_refund_answer, refund_accepted, spawn_app,
+    spawn_app_with, OPENID,
 };
 
 fn delivered() -> ResponseTemplate {
@@ -330,15 +331,7 @@ async fn a_paid_order_is_refunded_only_whole_and_only_while_nothing_was_submitte
 #[tokio::test]
 async fn a_callback_whose_caller_hangs_up_is_still_recorded_and_fulfilled() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/_/pay/queryorder"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(query_order_answer("SUCCESS", 1200))
-                .set_delay(std::time::Duration::from_millis(300)),
-        )
-        .mount(&app.wechat)
-        .await;
+    mount_slow_query(&app, "SUCCESS").await;
     mount_submit(&app, delivered(), 1).await;
     let number = app.place_order(OPENID).await;
     let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(50)).build().unwrap();
@@ -409,20 +402,6 @@ async fn wait_for_wechat_call(app: &crate::helpers::TestApp, endpoint: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     panic!("WeChat never received {endpoint}");
-}
-
-/// A queryorder answer that arrives 300 ms late (within the client's 500 ms timeout).
-async fn mount_slow_query(app: &crate::helpers::TestApp, trade_state: &str) {
-    Mock::given(method("POST"))
-        .and(path("/_/pay/queryorder"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(query_order_answer(trade_state, 1200))
-                .set_delay(std::time::Duration::from_millis(300)),
-        )
-        .expect(1)
-        .mount(&app.wechat)
-        .await;
 }
 
 #[tokio::test]

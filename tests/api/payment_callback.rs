@@ -2,10 +2,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
-
-use crate::helpers::{is_paid, paid_notification, query_order_answer, spawn_app, spawn_app_with, OPENID};
+use crate::helpers::{is_paid, mount_slow_query, paid_notification, spawn_app, spawn_app_with, OPENID};
 
 async fn ack(response: reqwest::Response) -> Value {
     assert_eq!(response.status(), StatusCode::OK);
@@ -63,15 +60,7 @@ async fn fifty_concurrent_duplicate_callbacks_make_exactly_one_transition() {
 async fn copies_of_a_callback_in_flight_together_ask_wechat_once() {
     let app = spawn_app().await;
     let number = app.place_order(OPENID).await;
-    Mock::given(method("POST"))
-        .and(path("/_/pay/queryorder"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(query_order_answer("SUCCESS", 1200))
-                .set_delay(std::time::Duration::from_millis(100)),
-        )
-        .mount(&app.wechat)
-        .await;
+    mount_slow_query(&app, "SUCCESS").await;
     let notification = paid_notification(&number);
     let answers = join_all((0..10).map(|_| app.deliver_callback(&number, &notification))).await;
     for response in answers {
