@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveEnum, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, SqlErr,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, SqlErr, Statement,
 };
 
 use rust_decimal::Decimal;
@@ -48,8 +48,9 @@ pub async fn recent_unpaid(
 ///
 /// One statement: the order is inserted from the product's row (`INSERT … SELECT … WHERE active`), so
 /// the price and the snapshot of the product are read and written in the same step, and the row comes
-/// back with `RETURNING`. Only MySQL, which has no `RETURNING`, reads the product first (see
-/// [`RETURNING_ON_MYSQL`]). Nothing is read or written when the product is missing or not on sale.
+/// back with `RETURNING`. A MySQL server without `RETURNING`, or one that would lock the table for the
+/// statement, reads the product first (see [`MYSQL_PLAN`]). Nothing is read or written when the
+/// product is missing or not on sale.
 pub async fn place_order(
     db: &impl ConnectionTrait,
     openid: &str,
@@ -88,12 +89,16 @@ struct Draft<'a> {
     now: chrono::NaiveDateTime,
 }
 
-/// Whether this MySQL-protocol server takes `INSERT … RETURNING` (MariaDB 10.5 and later do, MySQL does
-/// not): unknown until the first order tries it. A server that refuses the syntax writes nothing.
-static RETURNING_ON_MYSQL: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// How this MySQL-protocol server takes an order, found at its first order: one `INSERT … SELECT …
+/// RETURNING`, or the product read and then a plain `INSERT`. The one statement needs `RETURNING`
+/// (MariaDB 10.5 and later have it, MySQL does not; a server that refuses the syntax writes nothing)
+/// and `innodb_autoinc_lock_mode = 2`: below that (MariaDB's default is 1), InnoDB holds the table's
+/// AUTO-INC lock until an `INSERT … SELECT` ends, so concurrent orders would wait for each other, while
+/// a single-row `INSERT … VALUES` takes it only for the moment it draws the id.
+static MYSQL_PLAN: AtomicU8 = AtomicU8::new(UNKNOWN);
 const UNKNOWN: u8 = 0;
-const SUPPORTED: u8 = 1;
-const UNSUPPORTED: u8 = 2;
+const ONE_STATEMENT: u8 = 1;
+const READ_FIRST: u8 = 2;
 
 /// The new order, or `None` when the product is missing or not on sale.
 async fn insert_order(
@@ -104,22 +109,43 @@ async fn insert_order(
     if db.get_database_backend() != DbBackend::MySql {
         return insert_returning(db, product_id, draft).await;
     }
-    match RETURNING_ON_MYSQL.load(Ordering::Relaxed) {
-        SUPPORTED => insert_returning(db, product_id, draft).await,
-        UNSUPPORTED => insert_after_reading(db, product_id, draft).await,
+    let mut plan = MYSQL_PLAN.load(Ordering::Relaxed);
+    if plan == UNKNOWN && plan_for_lock_mode(autoinc_lock_mode(db).await) == READ_FIRST {
+        tracing::info!("the MySQL server locks the table for INSERT … SELECT: orders read their product first");
+        MYSQL_PLAN.store(READ_FIRST, Ordering::Relaxed);
+        plan = READ_FIRST;
+    }
+    match plan {
+        ONE_STATEMENT => insert_returning(db, product_id, draft).await,
+        READ_FIRST => insert_after_reading(db, product_id, draft).await,
         _ => match insert_returning(db, product_id, draft).await {
             Err(e) if is_mysql_parse_error(&e) => {
                 tracing::info!("the MySQL server has no INSERT … RETURNING: orders read their product first");
-                RETURNING_ON_MYSQL.store(UNSUPPORTED, Ordering::Relaxed);
+                MYSQL_PLAN.store(READ_FIRST, Ordering::Relaxed);
                 insert_after_reading(db, product_id, draft).await
             }
             placed => {
                 if placed.is_ok() {
-                    RETURNING_ON_MYSQL.store(SUPPORTED, Ordering::Relaxed);
+                    MYSQL_PLAN.store(ONE_STATEMENT, Ordering::Relaxed);
                 }
                 placed
             }
         },
+    }
+}
+
+/// The server's `innodb_autoinc_lock_mode`, `None` where it has none or the read failed.
+async fn autoinc_lock_mode(db: &impl ConnectionTrait) -> Option<i64> {
+    let sql = "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED) AS mode";
+    let row = db.query_one_raw(Statement::from_string(DbBackend::MySql, sql)).await.ok()??;
+    row.try_get::<i64>("", "mode").ok()
+}
+
+/// Only "interleaved" (2) lets concurrent `INSERT … SELECT`s draw ids without a table lock.
+fn plan_for_lock_mode(mode: Option<i64>) -> u8 {
+    match mode {
+        Some(2) => ONE_STATEMENT,
+        _ => READ_FIRST,
     }
 }
 
@@ -367,6 +393,14 @@ mod tests {
             ..stored
         };
         assert_eq!(same, one);
+    }
+
+    #[test]
+    fn only_interleaved_autoinc_locking_takes_an_order_in_one_statement_on_mysql() {
+        assert_eq!(plan_for_lock_mode(Some(2)), ONE_STATEMENT);
+        for table_locking in [Some(0), Some(1), None] {
+            assert_eq!(plan_for_lock_mode(table_locking), READ_FIRST, "{table_locking:?}");
+        }
     }
 
     #[tokio::test]
