@@ -1,11 +1,12 @@
 //! Rate limits (GCRA, from the `governor` crate), in memory per instance: per openid on order and
 //! payment creation, per order on the `queryorder` calls a payment callback triggers, per client
 //! address on the endpoints without a verified caller. A limit is `n` per minute with a burst of `n`.
-//! And [`Turns`]: one at a time per key, for the payment callbacks of one order.
+//! And [`Turns`]: one at a time per key, for the payment callbacks of one order; [`PaidOrders`]: the
+//! orders this instance has seen paid, so a redelivered callback needs no read.
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +46,7 @@ pub struct Limits {
     pub public: Limit,
     /// The payment callbacks of one order are handled one after the other.
     pub callback_turns: Turns,
+    pub paid_orders: PaidOrders,
 }
 
 impl Limits {
@@ -55,6 +57,7 @@ impl Limits {
             callback_queries: Limit::per_minute(settings.callback_queries_per_order),
             public: Limit::per_minute(settings.public_per_address),
             callback_turns: Turns::default(),
+            paid_orders: PaidOrders::new(PAID_ORDERS_KEPT),
         })
     }
 
@@ -127,6 +130,62 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// How many paid orders an instance remembers: about 100 bytes each.
+const PAID_ORDERS_KEPT: usize = 4096;
+
+/// An order seen paid: by which WeChat transaction, for how many fen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paid {
+    pub transaction_id: String,
+    pub fen: i64,
+}
+
+/// Orders this instance has seen paid, at most `capacity` of them, the oldest forgotten first. What is
+/// kept never changes once true: an order's amount is fixed when it is placed, its transaction id is
+/// written once, with the payment, and a paid order never awaits payment again. So a callback that
+/// matches what is kept is a redelivery, as the order's row would say.
+pub struct PaidOrders {
+    capacity: usize,
+    kept: Mutex<(HashMap<String, Paid>, VecDeque<String>)>,
+}
+
+impl PaidOrders {
+    pub fn new(capacity: usize) -> Self {
+        PaidOrders { capacity, kept: Mutex::default() }
+    }
+
+    pub fn get(&self, order_number: &str) -> Option<Paid> {
+        self.lock().0.get(order_number).cloned()
+    }
+
+    pub fn remember(&self, order_number: &str, paid: Paid) {
+        let mut kept = self.lock();
+        let (by_number, oldest_first) = &mut *kept;
+        if by_number.insert(order_number.to_string(), paid).is_some() {
+            return;
+        }
+        oldest_first.push_back(order_number.to_string());
+        while oldest_first.len() > self.capacity {
+            if let Some(forgotten) = oldest_first.pop_front() {
+                by_number.remove(&forgotten);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Paid>, VecDeque<String>)> {
+        // Both halves change together under the lock, and no step of it can panic halfway.
+        self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +218,19 @@ mod tests {
         assert!(gave_up.is_err());
         drop(held);
         assert!(turns.is_empty());
+    }
+
+    #[test]
+    fn paid_orders_keep_the_newest_up_to_their_capacity() {
+        let paid = |n: i64| Paid { transaction_id: format!("4200{n}"), fen: n };
+        let kept = PaidOrders::new(2);
+        kept.remember("a", paid(1));
+        kept.remember("b", paid(2));
+        kept.remember("a", paid(1));
+        kept.remember("c", paid(3));
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept.get("a"), None, "the oldest is forgotten first");
+        assert_eq!((kept.get("b"), kept.get("c")), (Some(paid(2)), Some(paid(3))));
     }
 
     #[test]

@@ -177,6 +177,7 @@ pub async fn handle_payment_callback(
             verify: state.settings.lifecycle.callback_verify,
             query_limit: Some(&state.limits.callback_queries),
             turns: Some(&state.limits.callback_turns),
+            paid: Some(&state.limits.paid_orders),
         };
         let order_number = path_order_number.clone();
         let outcome = match payments::record_payment(&state.db, &state.wechat, &check, delivery).await {

@@ -12,6 +12,7 @@ use super::{refunds, ServiceError};
 use crate::domain::{now_utc, Money, OrderEvent, OrderNumber, OrderStatus};
 use crate::entities::{order, refund};
 use crate::lifecycle::transition;
+use crate::limits::{Paid, PaidOrders};
 use crate::wechat::{PaymentNotice, PaymentParams, PaymentStatus, PrepayRequest, TradeState, WechatPay};
 
 /// A prepay id lives two hours at WeChat; one younger than this is handed out again instead of asking
@@ -141,18 +142,31 @@ pub async fn record_payment(
             return Err(CallbackError::Malformed);
         }
     };
-    let turn = match check.turns {
-        Some(turns) if OrderNumber::parse(delivery.path_order_number).is_some() => {
+    let mut turn = match check.turns {
+        Some(turns)
+            if OrderNumber::parse(delivery.path_order_number).is_some()
+                && !known_redelivery(check, delivery.path_order_number, &notice) =>
+        {
             Some(turns.take(delivery.path_order_number).await)
         }
         _ => None,
     };
     let decided = match decide(db, wechat, check, delivery.path_order_number, &notice).await {
         Ok(Verdict::Decided(outcome)) => {
+            // Nothing changes on the order: the next copy may read it while this one is stored.
+            turn = None;
             store_delivery(db, KIND, &delivery, outcome.label(), stored_detail(&outcome)).await?;
             Ok(outcome)
         }
-        Ok(Verdict::Confirm { order, truth }) => record_confirmed(db, &order, &truth, &delivery).await,
+        Ok(Verdict::Confirm { order, truth }) => {
+            let recorded = record_confirmed(db, &order, &truth, &delivery).await;
+            if let (Ok(CallbackOutcome::Confirmed(Confirmation::Paid | Confirmation::Duplicate)), Some(id)) =
+                (&recorded, &truth.transaction_id)
+            {
+                remember_paid(check, &order.order_number, id, Money::from_stored(order.amount).to_fen());
+            }
+            recorded
+        }
         Err(error) => Err(error),
     };
     drop(turn);
@@ -273,6 +287,26 @@ pub struct CallbackCheck<'a> {
     /// platform retries, a proxy duplicates) then find the order paid by the first, and cost one read
     /// and one insert each instead of a `queryorder` and a transaction that changes nothing.
     pub turns: Option<&'a crate::limits::Turns>,
+    /// The orders this instance has seen paid: a copy that matches one is a redelivery, stored without
+    /// reading the order or waiting its turn.
+    pub paid: Option<&'a PaidOrders>,
+}
+
+/// Whether the notice is a redelivery for an order this instance has seen paid: the same checks, in
+/// the same order, that `decide` makes on the order's row, on facts that never change once paid.
+fn known_redelivery(check: &CallbackCheck<'_>, order_number: &str, notice: &PaymentNotice) -> bool {
+    let Some(paid) = check.paid.and_then(|kept| kept.get(order_number)) else {
+        return false;
+    };
+    notice.is_success()
+        && mismatch(order_number, paid.fen, check.mch_id, notice).is_none()
+        && notice.transaction_id.as_deref() == Some(paid.transaction_id.as_str())
+}
+
+fn remember_paid(check: &CallbackCheck<'_>, order_number: &str, transaction_id: &str, fen: i64) {
+    if let Some(kept) = check.paid {
+        kept.remember(order_number, Paid { transaction_id: transaction_id.to_string(), fen });
+    }
 }
 
 /// What the reads and the confirming query decided, before anything is written.
@@ -293,19 +327,26 @@ async fn decide(
     if OrderNumber::parse(path_order_number).is_none() {
         return Ok(Verdict::Decided(CallbackOutcome::UnknownOrder));
     }
+    if known_redelivery(check, path_order_number, notice) {
+        return Ok(Verdict::Decided(CallbackOutcome::Confirmed(Confirmation::Duplicate)));
+    }
     let Some(order) = find_by_number(db, path_order_number).await? else {
         return Ok(Verdict::Decided(CallbackOutcome::UnknownOrder));
     };
     if !notice.is_success() {
         return Ok(Verdict::Decided(CallbackOutcome::NotSuccess));
     }
-    if let Some(mismatch) = mismatch(&order, check.mch_id, notice) {
+    let fen = Money::from_stored(order.amount).to_fen();
+    if let Some(mismatch) = mismatch(&order.order_number, fen, check.mch_id, notice) {
         return Ok(Verdict::Decided(CallbackOutcome::Rejected(mismatch)));
     }
     let awaiting_payment = order.status.can_take(OrderEvent::PaymentConfirmed);
     // A redelivery for an order already paid by this transaction changes nothing: no query needed.
-    if !awaiting_payment && order.transaction_id.is_some() && order.transaction_id == notice.transaction_id {
-        return Ok(Verdict::Decided(CallbackOutcome::Confirmed(Confirmation::Duplicate)));
+    if let (false, Some(transaction_id)) = (awaiting_payment, &order.transaction_id) {
+        if notice.transaction_id.as_ref() == Some(transaction_id) {
+            remember_paid(check, &order.order_number, transaction_id, fen);
+            return Ok(Verdict::Decided(CallbackOutcome::Confirmed(Confirmation::Duplicate)));
+        }
     }
     // The callback carries no signature: only WeChat's own answer makes the order paid, and what is
     // stored (transaction id, paid time) is what WeChat says, never what the body says.
@@ -429,11 +470,15 @@ async fn confirm_payment(
 }
 
 /// What makes a successful notification not belong to this order, if anything.
-fn mismatch(order: &order::Model, expected_mch_id: Option<&str>, notice: &PaymentNotice) -> Option<String> {
-    if notice.out_trade_no.as_deref() != Some(order.order_number.as_str()) {
+fn mismatch(
+    order_number: &str,
+    expected_fen: i64,
+    expected_mch_id: Option<&str>,
+    notice: &PaymentNotice,
+) -> Option<String> {
+    if notice.out_trade_no.as_deref() != Some(order_number) {
         return Some("the callback's outTradeNo names another order".into());
     }
-    let expected_fen = Money::from_stored(order.amount).to_fen();
     if notice.total.map(Money::to_fen) != Some(expected_fen) {
         let said = notice.total.map_or_else(|| "no amount".to_string(), |m| format!("{} fen", m.to_fen()));
         return Some(format!("the callback's totalFee is {said}, the order is {expected_fen} fen"));
@@ -531,11 +576,19 @@ mod tests {
     }
 
     async fn deliver(db: &DatabaseConnection, order_number: &str) -> Result<CallbackOutcome, CallbackError> {
+        deliver_body(db, order_number, body(order_number), None).await
+    }
+
+    async fn deliver_body(
+        db: &DatabaseConnection,
+        order_number: &str,
+        body: Vec<u8>,
+        paid: Option<&PaidOrders>,
+    ) -> Result<CallbackOutcome, CallbackError> {
         let wechat =
             WechatPay::Sandbox(Sandbox::new(db.clone(), "/payment/callback", "/payment/refund-callback", None));
         // The body is taken as WeChat's word, as in development.
-        let check = CallbackCheck { mch_id: None, verify: false, query_limit: None, turns: None };
-        let body = body(order_number);
+        let check = CallbackCheck { mch_id: None, verify: false, query_limit: None, turns: None, paid };
         let delivery = CallbackDelivery {
             path_order_number: order_number,
             headers: "{}".into(),
@@ -568,6 +621,43 @@ mod tests {
         let events = crate::entities::payment_event::Entity::find().all(&db).await.unwrap();
         let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
         assert_eq!(outcomes, ["accepted", "duplicate"]);
+    }
+
+    /// Once this instance has seen an order paid, a copy of its callback is stored without reading the
+    /// order; a copy that does not match what was seen (another transaction, another amount) is read
+    /// and decided as before.
+    #[tokio::test]
+    async fn a_redelivery_for_an_order_seen_paid_is_stored_without_a_read() {
+        let (db, statements) = crate::services::testing::logged_database(|sql| {
+            Some(sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ").replace(['"', '`'], ""))
+        })
+        .await;
+        let order = order(&db).await;
+        let paid = PaidOrders::new(16);
+        let number = order.order_number.as_str();
+        let delivered = deliver_body(&db, number, body(number), Some(&paid)).await.unwrap();
+        assert!(matches!(delivered, CallbackOutcome::Confirmed(Confirmation::Paid)), "{delivered:?}");
+        statements.lock().unwrap().clear();
+
+        let again = deliver_body(&db, number, body(number), Some(&paid)).await.unwrap();
+        assert!(matches!(again, CallbackOutcome::Confirmed(Confirmation::Duplicate)), "{again:?}");
+        assert_eq!(*statements.lock().unwrap(), ["INSERT INTO payment_events"]);
+        statements.lock().unwrap().clear();
+
+        let with = |field: &str, value: serde_json::Value| {
+            let mut notice: serde_json::Value = serde_json::from_slice(&body(number)).unwrap();
+            notice[field] = value;
+            notice.to_string().into_bytes()
+        };
+        let other_payment = deliver_body(&db, number, with("transactionId", "4200OTHER".into()), Some(&paid)).await;
+        assert!(
+            matches!(other_payment, Ok(CallbackOutcome::Confirmed(Confirmation::SecondPayment(_)))),
+            "{other_payment:?}"
+        );
+        let other_amount = deliver_body(&db, number, with("totalFee", 1.into()), Some(&paid)).await;
+        assert!(matches!(other_amount, Ok(CallbackOutcome::Rejected(_))), "{other_amount:?}");
+        let reads = statements.lock().unwrap().iter().filter(|s| s.starts_with("SELECT")).count();
+        assert!(reads >= 2, "each mismatching copy reads the order: {:?}", statements.lock().unwrap());
     }
 
     /// Storing the paying delivery fails after its transition was written (a full disk, a dropped
