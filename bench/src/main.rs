@@ -9,7 +9,8 @@
 //!   service's way and, for comparison, plainly at `synchronous=NORMAL` and `FULL`; MariaDB; PostgreSQL;
 //! - `writes`: `POST /orders` from 32 concurrent writers on SQLite, MariaDB and PostgreSQL, against that
 //!   database's ceiling, with the 503s, "database is locked" answers and, on SQLite, the WAL's size and
-//!   the bytes written per order;
+//!   the bytes written per order; then the same orders placed in process (the service's `place_order`
+//!   on its pool, no HTTP), so the distance between the two is the service's own cost;
 //! - `storm`: a storm of duplicate payment callbacks on SQLite, MariaDB and PostgreSQL, against the
 //!   hello-world's `POST /echo` and the database's ceiling, with a check that every order was marked paid
 //!   exactly once; memory of the service process idle and after that load, against the hello-world's;

@@ -14,11 +14,16 @@ use std::time::Duration;
 use crate::ceiling::{of_ceiling, Ceilings};
 use crate::process::{Launch, Server};
 use crate::util::{self, mib, ms, Binaries, DbServer, Run};
+use migration::MigratorTrait;
+use wxtopup::domain::PhoneNumber;
+use wxtopup::services::orders::place_order;
 
 pub const WRITERS: usize = 32;
 const DURATION: Duration = Duration::from_secs(10);
 const WAL_SAMPLE: Duration = Duration::from_millis(50);
 const DATABASE: &str = "wxtopup_bench_writes";
+const IN_PROCESS_DATABASE: &str = "wxtopup_bench_writes_in_process";
+const IN_PROCESS_DURATION: Duration = Duration::from_secs(5);
 const LOCKED: &str = "database is locked";
 
 pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
@@ -50,6 +55,8 @@ pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
         per_order(files_after.saturating_sub(files_before)),
         per_order(written.saturating_sub(written_before))
     );
+    in_process(&format!("sqlite://{}?mode=rwc", dir.path().join("in-process.db").display()), Some(ceilings.sqlite))
+        .await;
 
     for db in DbServer::ALL {
         let Some(scratch) = util::fresh_database(db, DATABASE).await else {
@@ -62,7 +69,45 @@ pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
         server.stop().await;
         scratch.drop_now().await;
         report(db.label(), &orders, ceilings.of(db), logged);
+        let Some(scratch) = util::fresh_database(db, IN_PROCESS_DATABASE).await else {
+            println!("    in process: skipped, no server at {}", db.url());
+            continue;
+        };
+        in_process(scratch.url(), ceilings.of(db)).await;
+        scratch.drop_now().await;
     }
+}
+
+/// The same orders placed by calling the service's own `place_order` from [`WRITERS`] tasks in this
+/// process, on a pool opened as the service opens it: what the database costs an order, without HTTP,
+/// JSON or the service's process. The HTTP figure's distance to this one is the service's own cost.
+async fn in_process(url: &str, ceiling: Option<f64>) {
+    let db = wxtopup::app::connect_pool(url, crate::ceiling::CLIENTS as u32)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+    migration::Migrator::up(&db, None).await.expect("migrate the in-process database");
+    let placing = db.clone();
+    let run = util::closed_loop(WRITERS, IN_PROCESS_DURATION, move |writer, i| {
+        let db = placing.clone();
+        async move {
+            let phone = PhoneNumber::parse(&util::phone_number(i)).expect("a valid phone number");
+            place_order(&db, &format!("bench-writer-{writer}"), 1, &phone).await.map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    db.close().await.expect("close the in-process pool");
+    let placed = run.count(|r| r.is_ok());
+    let first_failure = run.samples.iter().find_map(|(_, r)| r.as_ref().err().cloned());
+    let latencies = run.latencies();
+    println!(
+        "    in process (place_order from {WRITERS} tasks, the service's pool, no HTTP): {:.0} orders/s → {}, \
+         p50 {}, p99 {}{}",
+        placed as f64 / run.elapsed.as_secs_f64(),
+        of_ceiling(placed as f64 / run.elapsed.as_secs_f64(), ceiling),
+        ms(latencies.median()),
+        ms(latencies.percentile(99.0)),
+        first_failure.map(|e| format!(", {} failed (first: {e})", run.samples.len() - placed)).unwrap_or_default()
+    );
 }
 
 async fn start(binaries: &Binaries, database_url: &str, dir: &Path) -> Server {
