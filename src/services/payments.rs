@@ -285,7 +285,8 @@ pub struct CallbackCheck<'a> {
     pub query_limit: Option<&'a crate::limits::Limit>,
     /// Takes an order's callbacks one at a time: the copies of a delivery that arrive together (the
     /// platform retries, a proxy duplicates) then find the order paid by the first, and cost one read
-    /// and one insert each instead of a `queryorder` and a transaction that changes nothing.
+    /// (none once `paid` knows the order) and one insert each instead of a `queryorder` and a
+    /// transaction that changes nothing.
     pub turns: Option<&'a crate::limits::Turns>,
     /// The orders this instance has seen paid: a copy that matches one is a redelivery, stored without
     /// reading the order or waiting its turn.
