@@ -99,11 +99,11 @@ async fn in_process(url: &str, ceiling: Option<f64>) {
     let placed = run.count(|r| r.is_ok());
     let first_failure = run.samples.iter().find_map(|(_, r)| r.as_ref().err().cloned());
     let latencies = run.latencies();
+    let per_second = placed as f64 / run.elapsed.as_secs_f64();
     println!(
-        "    in process (place_order from {WRITERS} tasks, the service's pool, no HTTP): {:.0} orders/s → {}, \
+        "    in process (place_order from {WRITERS} tasks, the service's pool, no HTTP): {per_second:.0} orders/s → {}, \
          p50 {}, p99 {}{}",
-        placed as f64 / run.elapsed.as_secs_f64(),
-        of_ceiling(placed as f64 / run.elapsed.as_secs_f64(), ceiling),
+        of_ceiling(per_second, ceiling),
         ms(latencies.median()),
         ms(latencies.percentile(99.0)),
         first_failure.map(|e| format!(", {} failed (first: {e})", run.samples.len() - placed)).unwrap_or_default()
