@@ -1,5 +1,6 @@
 //! Wiring: the database, the WeChat client, the router, and the server's life.
 
+use crate::group_commit::GroupCommit;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
@@ -30,6 +31,8 @@ pub(crate) const MAX_BODY_BYTES: usize = 100 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// Writes that may share a commit (see [`crate::group_commit`]).
+    pub writes: GroupCommit,
     pub settings: Arc<Settings>,
     pub wechat: WechatPay,
     pub fulfiller: Fulfiller,
@@ -88,7 +91,8 @@ impl Application {
             &settings.wechat.api_base,
             settings.wechat.sandbox,
         );
-        let state = AppState { db, settings: Arc::new(settings), wechat, fulfiller, alerter, notifier, limits };
+        let writes = GroupCommit::new(db.clone());
+        let state = AppState { db, writes, settings: Arc::new(settings), wechat, fulfiller, alerter, notifier, limits };
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;

@@ -5,6 +5,7 @@ pub mod domain;
 pub mod entities;
 pub mod error;
 pub mod fulfilment;
+pub mod group_commit;
 pub mod jobs;
 pub mod lifecycle;
 pub mod limits;

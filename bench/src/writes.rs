@@ -16,7 +16,8 @@ use crate::process::{Launch, Server};
 use crate::util::{self, mib, ms, Binaries, DbServer, Run};
 use migration::MigratorTrait;
 use wxtopup::domain::PhoneNumber;
-use wxtopup::services::orders::place_order;
+use wxtopup::group_commit::GroupCommit;
+use wxtopup::services::orders::PlaceOrder;
 
 pub const WRITERS: usize = 32;
 const DURATION: Duration = Duration::from_secs(10);
@@ -78,20 +79,25 @@ pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
     }
 }
 
-/// The same orders placed by calling the service's own `place_order` from [`WRITERS`] tasks in this
-/// process, on a pool opened as the service opens it: what the database costs an order, without HTTP,
+/// The same orders placed by the service's own `place_order` from [`WRITERS`] tasks in this process,
+/// on a pool opened as the service opens it and through its group commit: what the database costs an order, without HTTP,
 /// JSON or the service's process. The HTTP figure's distance to this one is the service's own cost.
 async fn in_process(url: &str, ceiling: Option<f64>) {
     let db = wxtopup::app::connect_pool(url, crate::ceiling::CLIENTS as u32)
         .await
         .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
     migration::Migrator::up(&db, None).await.expect("migrate the in-process database");
-    let placing = db.clone();
+    let writes = GroupCommit::new(db.clone());
     let run = util::closed_loop(WRITERS, IN_PROCESS_DURATION, move |writer, i| {
-        let db = placing.clone();
+        let writes = writes.clone();
         async move {
             let phone = PhoneNumber::parse(&util::phone_number(i)).expect("a valid phone number");
-            place_order(&db, &format!("bench-writer-{writer}"), 1, &phone).await.map_err(|e| e.to_string())
+            let placing = PlaceOrder { openid: format!("bench-writer-{writer}"), product_id: 1, phone };
+            match writes.run(placing).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         }
     })
     .await;

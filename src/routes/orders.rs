@@ -213,7 +213,8 @@ pub async fn create_order(
             return Ok((StatusCode::OK, Json(existing.try_into()?)));
         }
     }
-    let order = orders::place_order(&state.db, &caller.openid, request.product_id, &phone).await?;
+    let placing = orders::PlaceOrder { openid: caller.openid, product_id: request.product_id, phone };
+    let order = state.writes.run(placing).await.map_err(crate::services::ServiceError::from)??;
     Ok((StatusCode::CREATED, Json(order.try_into()?)))
 }
 

@@ -6,11 +6,14 @@ use sea_orm::{
     IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, SqlErr, Statement,
 };
 
+use futures::future::BoxFuture;
 use rust_decimal::Decimal;
+use sea_orm::DatabaseExecutor;
 
 use super::ServiceError;
 use crate::domain::{now_utc, Money, OrderNumber, OrderStatus, Paging, PhoneNumber};
 use crate::entities::{notification, order, product};
+use crate::group_commit::Work;
 
 /// How often a colliding order number is drawn again before giving up (one in 14.7 million per ms).
 const ORDER_NUMBER_ATTEMPTS: usize = 3;
@@ -78,6 +81,26 @@ pub async fn place_order(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// [`place_order`] as a write that may share its commit with others (see [`crate::group_commit`]).
+pub struct PlaceOrder {
+    pub openid: String,
+    pub product_id: i32,
+    pub phone: PhoneNumber,
+}
+
+impl Work for PlaceOrder {
+    type Output = Result<order::Model, ServiceError>;
+
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>> {
+        Box::pin(async move {
+            match place_order(db, &self.openid, self.product_id, &self.phone).await {
+                Err(ServiceError::Database(error)) => Err(error),
+                placed => Ok(placed),
+            }
+        })
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`refunds`]: one opened refund driven by concurrent sweeps, notifications and operator retries
 //!   against WeChat's refund semantics (`services/refunds.rs`);
 //! - [`expiry`]: payment creation, reconciliation's query and `closeorder`, and the payer
-//!   (`services/payments.rs`, `jobs/reconcile.rs`).
+//!   (`services/payments.rs`, `jobs/reconcile.rs`);
+//! - [`group_commit`]: writes that share a commit, their answers, failures, panics and a crash
+//!   (`group_commit.rs`).
 //!
 //! The explorer here is shared: a breadth-first search over every reachable state that checks the
 //! safety properties in each state on discovery (so a violation's trace is a shortest one), then a
@@ -15,6 +17,7 @@
 
 mod expiry;
 mod fulfilment;
+mod group_commit;
 mod refunds;
 
 use std::collections::hash_map::Entry;

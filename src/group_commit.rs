@@ -1,0 +1,325 @@
+//! Group commit on SQLite: concurrent writes share one transaction, and so one commit.
+//!
+//! SQLite has one writer at a time, and each commit writes every page it changed to the WAL and syncs
+//! it (`synchronous=FULL`): an order touches about seven pages (the table's and each index's), and 32
+//! orders one after the other write and sync them 32 times. Here the writes that arrive while a commit
+//! is under way wait in a queue, and one task runs all of them in the next transaction: the pages they
+//! share are written once and synced once.
+//!
+//! The rules, checked by the model in [`crate::fulfilment::model`] (`group_commit`):
+//! - A write is answered only after the commit that holds it returned: an answer is never ahead of
+//!   the disk.
+//! - If one write's statement fails, or the commit does, the transaction is rolled back (nothing of
+//!   any of its writes is kept) and each write runs again on its own, as it would without this
+//!   module, and is answered with what that run gives. Nothing is kept twice: the batch left nothing.
+//! - A write runs to its end once queued, whether or not its caller still waits (a caller that hung
+//!   up after a payment was queued must not lose it).
+//!
+//! A write is a [`Work`]: statements on the connection it is given, no other connection (the pool
+//! has one on SQLite, and the batch holds it), and no waiting on anything but the database. On MySQL
+//! and PostgreSQL, where connections write side by side, a write runs at once on the pool.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sea_orm::{DatabaseConnection, DatabaseExecutor, DbBackend, DbErr, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+
+/// At most this many writes share a commit: a bound on the transaction, and on how long the first of
+/// them waits for the last.
+pub const MAX_BATCH: usize = 64;
+
+/// Writes waiting for the writer; a caller past this waits to queue.
+const QUEUE: usize = 1024;
+
+/// One write: statements on `db`. `Err` is a statement the database refused (the batch is then rolled
+/// back and the write run again alone); what the write decides itself goes in its `Output`.
+pub trait Work: Send + Sync + 'static {
+    type Output: Send + 'static;
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>>;
+}
+
+/// Where writes go: the writer's queue on SQLite, straight to the pool elsewhere.
+#[derive(Clone)]
+pub struct GroupCommit {
+    db: DatabaseConnection,
+    queue: Option<mpsc::Sender<Box<dyn Queued>>>,
+}
+
+impl GroupCommit {
+    /// On SQLite, starts the writer (it ends when the last handle is dropped).
+    pub fn new(db: DatabaseConnection) -> Self {
+        if db.get_database_backend() != DbBackend::Sqlite {
+            return GroupCommit { db, queue: None };
+        }
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(write(db.clone(), waiting));
+        GroupCommit { db, queue: Some(queue) }
+    }
+
+    /// Runs `work` and answers once what it wrote is committed.
+    pub async fn run<W: Work>(&self, work: W) -> Result<W::Output, DbErr> {
+        let Some(queue) = &self.queue else {
+            return work.run(&DatabaseExecutor::Connection(&self.db)).await;
+        };
+        let (answer, answered) = oneshot::channel();
+        let queued = Box::new(Pending { work, result: None, kept: false, answer });
+        if queue.send(queued).await.is_err() {
+            return Err(DbErr::Custom("the writer has stopped".into()));
+        }
+        answered.await.unwrap_or_else(|_| Err(DbErr::Custom("the writer stopped before committing".into())))
+    }
+}
+
+/// A queued write, its result kept until it is answered.
+trait Queued: Send {
+    /// Runs the write on `db`; whether every statement was taken. `kept`: `db` commits each statement
+    /// (the result is final), rather than a shared transaction whose commit is still to come.
+    fn run<'c>(&'c mut self, db: &'c DatabaseExecutor<'c>, kept: bool) -> BoxFuture<'c, bool>;
+    /// The shared transaction committed: the result is final.
+    fn keep(&mut self);
+    /// Forgets a result that was not committed.
+    fn forget(&mut self);
+    /// Sends the result.
+    fn answer(self: Box<Self>);
+}
+
+struct Pending<W: Work> {
+    work: W,
+    result: Option<Result<W::Output, DbErr>>,
+    kept: bool,
+    answer: oneshot::Sender<Result<W::Output, DbErr>>,
+}
+
+impl<W: Work> Queued for Pending<W> {
+    fn run<'c>(&'c mut self, db: &'c DatabaseExecutor<'c>, kept: bool) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            self.result = None;
+            let result = self.work.run(db).await;
+            let taken = result.is_ok();
+            self.result = Some(result);
+            self.kept = kept;
+            taken
+        })
+    }
+
+    fn keep(&mut self) {
+        self.kept = true;
+    }
+
+    fn forget(&mut self) {
+        if !self.kept {
+            self.result = None;
+        }
+    }
+
+    fn answer(self: Box<Self>) {
+        let result = self.result.unwrap_or_else(|| Err(DbErr::Custom("the write was not committed".into())));
+        // A caller that hung up no longer wants the answer; what it wrote is kept all the same.
+        let _ = self.answer.send(result);
+    }
+}
+
+/// The writer: takes what is queued, up to [`MAX_BATCH`], and commits it together.
+/// A write that panics fails its batch's answers (nothing of it is committed), not the writer.
+async fn write(db: DatabaseConnection, mut waiting: mpsc::Receiver<Box<dyn Queued>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        metrics::histogram!("group_commit_batch_size").record(batch.len() as f64);
+        let committed = std::panic::AssertUnwindSafe(commit_together(&db, &mut batch)).catch_unwind().await;
+        if let Err(panic) = committed {
+            let detail = crate::telemetry::panic_message(panic.as_ref());
+            tracing::error!(writes = batch.len(), panic = detail, "a write panicked; its batch is not committed");
+            metrics::counter!("task_panics_total", "task" => "group commit").increment(1);
+            for queued in &mut batch {
+                queued.forget();
+            }
+        }
+        for queued in batch.drain(..) {
+            queued.answer();
+        }
+    }
+}
+
+/// Runs the batch in one transaction; if any of it fails, rolls it back and runs each write alone.
+/// A batch of one runs alone at once: the same statements as without a writer.
+async fn commit_together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>]) {
+    if batch.len() > 1 && together(db, batch).await.is_ok() {
+        return;
+    }
+    let alone = DatabaseExecutor::Connection(db);
+    for queued in batch.iter_mut() {
+        queued.run(&alone, true).await;
+    }
+}
+
+/// The batch in one transaction, committed only if every write's statements were taken.
+async fn together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>]) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    let mut taken = true;
+    {
+        let shared = DatabaseExecutor::Transaction(&txn);
+        for queued in batch.iter_mut() {
+            if !queued.run(&shared, false).await {
+                taken = false;
+                break;
+            }
+        }
+    }
+    if !taken {
+        tracing::debug!(writes = batch.len(), "a write in the batch failed: each runs alone");
+        // A failed rollback leaves the transaction to be rolled back when the connection is next used.
+        let _ = txn.rollback().await;
+        return Err(DbErr::Custom("a write in the batch failed".into()));
+    }
+    txn.commit().await.inspect_err(|error| {
+        tracing::warn!(writes = batch.len(), %error, "a group commit failed: each write runs alone");
+    })?;
+    for queued in batch.iter_mut() {
+        queued.keep();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhoneNumber;
+    use crate::entities::{order, product};
+    use crate::services::orders::PlaceOrder;
+    use crate::services::ServiceError;
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
+
+    async fn sqlite_file(dir: &tempfile::TempDir) -> DatabaseConnection {
+        let file = dir.path().join("writes.db");
+        let db = crate::app::connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        db
+    }
+
+    fn placing(buyer: usize) -> PlaceOrder {
+        PlaceOrder {
+            openid: format!("oBuyer{buyer}"),
+            product_id: 1,
+            phone: PhoneNumber::parse("+8613800000000").unwrap(),
+        }
+    }
+
+    /// The frames written to the WAL since its last reset; then resets it.
+    async fn wal_frames(db: &DatabaseConnection) -> i64 {
+        let checkpoint = |mode| async move {
+            let sql = format!("PRAGMA wal_checkpoint({mode})");
+            let row = db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql)).await.unwrap().unwrap();
+            row.try_get_by_index::<i64>(1).unwrap()
+        };
+        let frames = checkpoint("PASSIVE").await;
+        checkpoint("TRUNCATE").await;
+        frames
+    }
+
+    async fn orders(db: &DatabaseConnection) -> u64 {
+        order::Entity::find().count(db).await.unwrap()
+    }
+
+    /// A write that the database refuses: a product without its required columns.
+    struct Refused;
+
+    impl Work for Refused {
+        type Output = ();
+        fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
+            Box::pin(async move {
+                db.execute_unprepared("INSERT INTO products (name) VALUES ('refused')").await?;
+                Ok(())
+            })
+        }
+    }
+
+    struct Panics;
+
+    impl Work for Panics {
+        type Output = ();
+        fn run<'c>(&'c self, _: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
+            Box::pin(async move { panic!("a bug in a write") })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_orders_share_a_commit_and_write_their_pages_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_file(&dir).await;
+        let writes = GroupCommit::new(db.clone());
+        wal_frames(&db).await;
+        for buyer in 0..16 {
+            writes.run(placing(buyer)).await.unwrap().unwrap();
+        }
+        let one_by_one = wal_frames(&db).await;
+
+        let placed = futures::future::join_all((0..16).map(|buyer| writes.run(placing(buyer)))).await;
+        let together = wal_frames(&db).await;
+
+        let numbers: std::collections::HashSet<_> =
+            placed.into_iter().map(|p| p.unwrap().unwrap().order_number).collect();
+        assert_eq!(numbers.len(), 16, "each write has its own order");
+        assert_eq!(orders(&db).await, 32);
+        eprintln!("WAL frames: {together} together, {one_by_one} one by one");
+        assert!(together * 4 < one_by_one, "16 orders together wrote {together} WAL frames, one by one {one_by_one}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_answered_alone_and_the_rest_is_kept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_file(&dir).await;
+        let writes = GroupCommit::new(db.clone());
+        let products = product::Entity::find().count(&db).await.unwrap();
+
+        let (first, second, refused) =
+            futures::join!(writes.run(placing(1)), writes.run(placing(2)), writes.run(Refused));
+
+        assert!(first.unwrap().is_ok() && second.unwrap().is_ok());
+        assert!(refused.is_err(), "the refused write is answered with its error");
+        assert_eq!(orders(&db).await, 2, "the two orders ran in the batch, were rolled back, and ran again alone");
+        assert_eq!(product::Entity::find().count(&db).await.unwrap(), products);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_its_batch_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_file(&dir).await;
+        let writes = GroupCommit::new(db.clone());
+
+        let (placed, panicked) = futures::join!(writes.run(placing(1)), writes.run(Panics));
+
+        assert!(placed.is_err() && panicked.is_err(), "nothing of the batch is committed, and both say so");
+        assert_eq!(orders(&db).await, 0);
+        writes.run(placing(2)).await.unwrap().unwrap();
+        assert_eq!(orders(&db).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_is_committed_when_its_caller_hung_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_file(&dir).await;
+        let writes = GroupCommit::new(db.clone());
+
+        let mut hung_up = Box::pin(writes.run(placing(1)));
+        assert!(futures::poll!(&mut hung_up).is_pending(), "queued, waiting for its commit");
+        drop(hung_up);
+        writes.run(placing(2)).await.unwrap().unwrap();
+
+        assert_eq!(orders(&db).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_product_that_is_not_on_sale_is_an_answer_not_a_failed_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_file(&dir).await;
+        let writes = GroupCommit::new(db.clone());
+        let missing = PlaceOrder { product_id: 999_999, ..placing(2) };
+
+        let (placed, not_found) = futures::join!(writes.run(placing(1)), writes.run(missing));
+
+        assert!(placed.unwrap().is_ok());
+        assert!(matches!(not_found, Ok(Err(ServiceError::ProductNotFound))));
+        assert_eq!(orders(&db).await, 1);
+    }
+}
