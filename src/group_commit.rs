@@ -70,6 +70,14 @@ impl GroupCommit {
     }
 }
 
+#[cfg(test)]
+impl GroupCommit {
+    /// How many writes wait for the writer.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, |queue| queue.max_capacity() - queue.capacity())
+    }
+}
+
 /// A queued write, its result kept until it is answered.
 trait Queued: Send {
     /// Runs the write on `db`; whether every statement was taken. `kept`: `db` commits each statement
@@ -181,7 +189,65 @@ async fn together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>]) -> Res
 }
 
 #[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use sea_orm::ConnectionTrait;
+
+    /// A write that the database refuses: a product without its required columns.
+    pub(crate) struct Refused;
+
+    impl Work for Refused {
+        type Output = ();
+        fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
+            Box::pin(async move {
+                db.execute_unprepared("INSERT INTO products (name) VALUES ('refused')").await?;
+                Ok(())
+            })
+        }
+    }
+
+    /// A write that holds the writer until it is opened, so that what is queued meanwhile is one batch.
+    pub(crate) struct Gate(pub std::sync::Arc<tokio::sync::Notify>);
+
+    impl Work for Gate {
+        type Output = ();
+        fn run<'c>(&'c self, _: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
+            Box::pin(async move {
+                self.0.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    /// Holds the writer while `queue` runs until `writes` more writes wait, then runs `last` after
+    /// them in the same batch: the answers of `queue` and of `last`.
+    pub(crate) async fn one_batch<Q: std::future::Future, L: Work>(
+        writes: &GroupCommit,
+        queue: Q,
+        count: usize,
+        last: L,
+    ) -> (Q::Output, Result<L::Output, DbErr>) {
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        let held = writes.run(Gate(gate.clone()));
+        let last = async {
+            while writes.queued() < count {
+                tokio::task::yield_now().await;
+            }
+            let answered = writes.run(last);
+            futures::pin_mut!(answered);
+            assert!(futures::poll!(&mut answered).is_pending());
+            gate.notify_one();
+            answered.await
+        };
+        let (held, queued, last) = futures::join!(held, queue, last);
+        held.unwrap();
+        (queued, last)
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use super::testing::Refused;
     use super::*;
     use crate::domain::PhoneNumber;
     use crate::entities::{order, product};
@@ -219,19 +285,6 @@ mod tests {
 
     async fn orders(db: &DatabaseConnection) -> u64 {
         order::Entity::find().count(db).await.unwrap()
-    }
-
-    /// A write that the database refuses: a product without its required columns.
-    struct Refused;
-
-    impl Work for Refused {
-        type Output = ();
-        fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
-            Box::pin(async move {
-                db.execute_unprepared("INSERT INTO products (name) VALUES ('refused')").await?;
-                Ok(())
-            })
-        }
     }
 
     struct Panics;

@@ -1,10 +1,12 @@
 //! Deliveries from the platform (payment and refund callbacks): stored as received, for audit, together
 //! with what was decided about them, and how a failure to handle one is answered.
 
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use futures::future::BoxFuture;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseExecutor, EntityTrait};
 
 use super::ServiceError;
 use crate::entities::payment_event;
+use crate::group_commit::Work;
 use crate::wechat::WechatError;
 
 /// One delivery of the platform's payment callback, as received.
@@ -15,6 +17,36 @@ pub struct CallbackDelivery<'a> {
     pub body: &'a [u8],
     /// When it arrived (it is stored once decided).
     pub received_at: chrono::NaiveDateTime,
+}
+
+/// A [`CallbackDelivery`] that owns what it holds, for a write that outlives its request.
+pub(crate) struct OwnedDelivery {
+    path_order_number: String,
+    headers: String,
+    body: Vec<u8>,
+    received_at: chrono::NaiveDateTime,
+}
+
+impl From<&CallbackDelivery<'_>> for OwnedDelivery {
+    fn from(delivery: &CallbackDelivery<'_>) -> Self {
+        OwnedDelivery {
+            path_order_number: delivery.path_order_number.to_string(),
+            headers: delivery.headers.clone(),
+            body: delivery.body.to_vec(),
+            received_at: delivery.received_at,
+        }
+    }
+}
+
+impl OwnedDelivery {
+    pub(crate) fn borrow(&self) -> CallbackDelivery<'_> {
+        CallbackDelivery {
+            path_order_number: &self.path_order_number,
+            headers: self.headers.clone(),
+            body: &self.body,
+            received_at: self.received_at,
+        }
+    }
 }
 
 /// Why a delivery could not be handled.
@@ -58,7 +90,22 @@ pub(crate) async fn store_delivery(
     outcome: &str,
     detail: Option<String>,
 ) -> Result<(), sea_orm::DbErr> {
-    let event = payment_event::ActiveModel {
+    insert_event(db, delivery_event(kind, delivery, outcome, detail)).await
+}
+
+async fn insert_event(db: &impl ConnectionTrait, event: payment_event::ActiveModel) -> Result<(), sea_orm::DbErr> {
+    payment_event::Entity::insert(event).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// The row [`store_delivery`] inserts.
+pub(crate) fn delivery_event(
+    kind: &str,
+    delivery: &CallbackDelivery<'_>,
+    outcome: &str,
+    detail: Option<String>,
+) -> payment_event::ActiveModel {
+    payment_event::ActiveModel {
         // PostgreSQL's text refuses NUL; anyone can put one in a path or a body.
         order_number: Set(delivery.path_order_number.chars().take(64).map(without_nul).collect()),
         kind: Set(kind.into()),
@@ -69,9 +116,19 @@ pub(crate) async fn store_delivery(
         body: Set(stored_body(delivery.body)),
         received_at: Set(delivery.received_at),
         ..Default::default()
-    };
-    payment_event::Entity::insert(event).exec_without_returning(db).await?;
-    Ok(())
+    }
+}
+
+/// [`store_delivery`] of a delivery whose decision wrote nothing else, as a write that may share its
+/// commit with others (see [`crate::group_commit`]).
+pub(crate) struct StoreDelivery(pub payment_event::ActiveModel);
+
+impl Work for StoreDelivery {
+    type Output = ();
+
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), sea_orm::DbErr>> {
+        Box::pin(insert_event(db, self.0.clone()))
+    }
 }
 
 /// What is kept of a body: all of it up to 16 KiB, else its first 16 KiB and a mark.

@@ -1,16 +1,19 @@
 use chrono::Duration;
+use futures::future::BoxFuture;
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, TransactionTrait,
 };
 use std::net::IpAddr;
 
-use super::deliveries::store_delivery;
+use super::deliveries::{delivery_event, store_delivery, OwnedDelivery, StoreDelivery};
 pub use super::deliveries::{CallbackDelivery, CallbackError};
 use super::orders::{find_by_number, find_order};
 use super::{refunds, ServiceError};
 use crate::domain::{now_utc, Money, OrderEvent, OrderNumber, OrderStatus};
 use crate::entities::{order, refund};
+use crate::group_commit::{GroupCommit, Work};
 use crate::lifecycle::transition;
 use crate::limits::{Paid, PaidOrders};
 use crate::wechat::{PaymentNotice, PaymentParams, PaymentStatus, PrepayRequest, TradeState, WechatPay};
@@ -129,6 +132,7 @@ impl CallbackOutcome {
 /// exactly one winner.
 pub async fn record_payment(
     db: &DatabaseConnection,
+    writes: &GroupCommit,
     wechat: &WechatPay,
     check: &CallbackCheck<'_>,
     delivery: CallbackDelivery<'_>,
@@ -155,11 +159,14 @@ pub async fn record_payment(
         Ok(Verdict::Decided(outcome)) => {
             // Nothing changes on the order: the next copy may read it while this one is stored.
             turn = None;
-            store_delivery(db, KIND, &delivery, outcome.label(), stored_detail(&outcome)).await?;
+            let event = delivery_event(KIND, &delivery, outcome.label(), stored_detail(&outcome));
+            writes.run(StoreDelivery(event)).await?;
             Ok(outcome)
         }
         Ok(Verdict::Confirm { order, truth }) => {
-            let recorded = record_confirmed(db, &order, &truth, &delivery).await;
+            let recording =
+                RecordConfirmed { order: order.clone(), truth: truth.clone(), delivery: (&delivery).into() };
+            let recorded = writes.run(recording).await.unwrap_or_else(|error| Err(error.into()));
             if let (Ok(CallbackOutcome::Confirmed(Confirmation::Paid | Confirmation::Duplicate)), Some(id)) =
                 (&recorded, &truth.transaction_id)
             {
@@ -213,10 +220,31 @@ fn stored_detail(outcome: &CallbackOutcome) -> Option<String> {
     }
 }
 
+/// [`record_confirmed`] as a write that may share its commit with others (see
+/// [`crate::group_commit`]): its transaction is then a savepoint in theirs.
+struct RecordConfirmed {
+    order: Box<order::Model>,
+    truth: PaymentStatus,
+    delivery: OwnedDelivery,
+}
+
+impl Work for RecordConfirmed {
+    type Output = Result<CallbackOutcome, CallbackError>;
+
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>> {
+        Box::pin(async move {
+            match record_confirmed(db, &self.order, &self.truth, &self.delivery.borrow()).await {
+                Err(CallbackError::Database(error)) => Err(error),
+                recorded => Ok(recorded),
+            }
+        })
+    }
+}
+
 /// Records what WeChat confirmed and the delivery, in one transaction; run again when the database
 /// chose it as a deadlock's victim (nothing of it was kept).
 async fn record_confirmed(
-    db: &DatabaseConnection,
+    db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
     order: &order::Model,
     truth: &PaymentStatus,
     delivery: &CallbackDelivery<'_>,
@@ -237,7 +265,7 @@ async fn record_confirmed(
 const CONFLICT_TRIES: usize = 3;
 
 async fn record_confirmed_once(
-    db: &DatabaseConnection,
+    db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
     order: &order::Model,
     truth: &PaymentStatus,
     delivery: &CallbackDelivery<'_>,
@@ -586,6 +614,16 @@ mod tests {
         body: Vec<u8>,
         paid: Option<&PaidOrders>,
     ) -> Result<CallbackOutcome, CallbackError> {
+        deliver_through(db, &GroupCommit::new(db.clone()), order_number, body, paid).await
+    }
+
+    async fn deliver_through(
+        db: &DatabaseConnection,
+        writes: &GroupCommit,
+        order_number: &str,
+        body: Vec<u8>,
+        paid: Option<&PaidOrders>,
+    ) -> Result<CallbackOutcome, CallbackError> {
         let wechat =
             WechatPay::Sandbox(Sandbox::new(db.clone(), "/payment/callback", "/payment/refund-callback", None));
         // The body is taken as WeChat's word, as in development.
@@ -596,7 +634,7 @@ mod tests {
             body: &body,
             received_at: now_utc(),
         };
-        record_payment(db, &wechat, &check, delivery).await
+        record_payment(db, writes, &wechat, &check, delivery).await
     }
 
     async fn order(db: &DatabaseConnection) -> order::Model {
@@ -659,6 +697,38 @@ mod tests {
         assert!(matches!(other_amount, Ok(CallbackOutcome::Rejected(_))), "{other_amount:?}");
         let reads = statements.lock().unwrap().iter().filter(|s| s.starts_with("SELECT")).count();
         assert!(reads >= 2, "each mismatching copy reads the order: {:?}", statements.lock().unwrap());
+    }
+
+    /// The paying callbacks of several orders, and their copies, share commits: each order is still
+    /// paid once, and a write refused beside them (the batch rolled back and run alone) changes none
+    /// of that.
+    #[tokio::test]
+    async fn paying_callbacks_that_share_a_commit_pay_each_order_once() {
+        let (db, _) = logged_database().await;
+        let writes = GroupCommit::new(db.clone());
+        let mut numbers = Vec::new();
+        for _ in 0..4 {
+            numbers.push(order(&db).await.order_number);
+        }
+        let copies = numbers.iter().flat_map(|n| [n, n, n]).map(|n| deliver_through(&db, &writes, n, body(n), None));
+        let copies = futures::future::join_all(copies);
+
+        // Without turns, every copy reads the order unpaid and queues its transaction; the refused
+        // write comes last in their batch, after their transitions ran in it.
+        let (outcomes, refused) =
+            crate::group_commit::testing::one_batch(&writes, copies, 12, crate::group_commit::testing::Refused).await;
+
+        assert!(refused.is_err());
+        let paid = outcomes.iter().filter(|o| matches!(o, Ok(CallbackOutcome::Confirmed(Confirmation::Paid)))).count();
+        assert_eq!(paid, 4, "{outcomes:?}");
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let events = crate::entities::payment_event::Entity::find().all(&db).await.unwrap();
+        assert_eq!(events.len(), 12, "each copy is stored once");
+        assert_eq!(events.iter().filter(|e| e.outcome == "accepted").count(), 4);
+        for number in &numbers {
+            let stored = find_by_number(&db, number).await.unwrap().unwrap();
+            assert_eq!(stored.status, OrderStatus::Paid);
+        }
     }
 
     /// Storing the paying delivery fails after its transition was written (a full disk, a dropped
