@@ -32,7 +32,10 @@ pub const MAX_BATCH: usize = 64;
 const QUEUE: usize = 1024;
 
 /// One write: statements on `db`. `Err` is a statement the database refused (the batch is then rolled
-/// back and the write run again alone); what the write decides itself goes in its `Output`.
+/// back and the write run again alone); what the write decides itself goes in its `Output`. A write
+/// carries on after a refused statement only where SQLite undoes that statement alone and keeps the
+/// transaction (a constraint failure: `place_order` drawing another order number); a write of several
+/// statements that must hold together opens its own transaction, a savepoint inside the batch.
 pub trait Work: Send + Sync + 'static {
     type Output: Send + 'static;
     fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>>;

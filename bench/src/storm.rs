@@ -90,7 +90,10 @@ fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun, ceiling: Option
         duration_times(load.latencies.percentile(99.0), base.latencies.percentile(99.0)),
         failures(load)
     );
-    println!("    one commit per delivery: {}", of_ceiling(load.per_second(), ceiling));
+    println!(
+        "    one commit per delivery (on SQLite shared by the deliveries queued together): {}",
+        of_ceiling(load.per_second(), ceiling)
+    );
     let outcomes: Vec<String> = tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} {n}")).collect();
     println!(
         "    paid exactly once: {}/{} orders, double transitions: {}, never accepted: {} (outcomes: {})",
