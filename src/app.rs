@@ -33,6 +33,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// Writes that may share a commit (see [`crate::group_commit`]).
     pub writes: GroupCommit,
+    pub orders: crate::services::orders::OrderIntake,
     pub settings: Arc<Settings>,
     pub wechat: WechatPay,
     pub fulfiller: Fulfiller,
@@ -92,7 +93,9 @@ impl Application {
             settings.wechat.sandbox,
         );
         let writes = GroupCommit::new(db.clone());
-        let state = AppState { db, writes, settings: Arc::new(settings), wechat, fulfiller, alerter, notifier, limits };
+        let orders = crate::services::orders::OrderIntake::new(&db, writes.clone());
+        let state =
+            AppState { db, writes, orders, settings: Arc::new(settings), wechat, fulfiller, alerter, notifier, limits };
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;

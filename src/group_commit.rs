@@ -81,6 +81,63 @@ impl GroupCommit {
     }
 }
 
+/// Requests that several tasks take in batches: each takes what waits, up to [`MAX_BATCH`], and
+/// answers all of it together. For a statement that carries many rows (`orders::OrderIntake` on MySQL
+/// and PostgreSQL). A batch runs to its end whether or not its callers still wait; a batch that
+/// panics answers none of them (each caller sees an error), and its task goes on.
+pub struct Batched<Q, A> {
+    queue: mpsc::Sender<(Q, oneshot::Sender<A>)>,
+}
+
+impl<Q, A> Clone for Batched<Q, A> {
+    fn clone(&self) -> Self {
+        Batched { queue: self.queue.clone() }
+    }
+}
+
+impl<Q: Send + 'static, A: Send + 'static> Batched<Q, A> {
+    /// Starts `workers` tasks that run `run` on each batch: one answer per request, in their order.
+    pub fn start<F>(workers: usize, run: F) -> Self
+    where
+        F: Fn(Vec<Q>) -> BoxFuture<'static, Vec<A>> + Send + Sync + 'static,
+    {
+        let (queue, waiting) = mpsc::channel::<(Q, oneshot::Sender<A>)>(QUEUE);
+        let waiting = std::sync::Arc::new(tokio::sync::Mutex::new(waiting));
+        let run = std::sync::Arc::new(run);
+        for _ in 0..workers {
+            let (waiting, run) = (waiting.clone(), run.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                // One task at a time waits for the queue; the others run their batches meanwhile.
+                while waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                    metrics::histogram!("group_commit_batch_size").record(batch.len() as f64);
+                    let (requests, answers): (Vec<Q>, Vec<oneshot::Sender<A>>) = batch.drain(..).unzip();
+                    match std::panic::AssertUnwindSafe(run(requests)).catch_unwind().await {
+                        Ok(results) => {
+                            for (answer, result) in answers.into_iter().zip(results) {
+                                let _ = answer.send(result);
+                            }
+                        }
+                        Err(panic) => {
+                            let detail = crate::telemetry::panic_message(panic.as_ref());
+                            tracing::error!(requests = answers.len(), panic = detail, "a batch panicked");
+                            metrics::counter!("task_panics_total", "task" => "batch").increment(1);
+                        }
+                    }
+                }
+            });
+        }
+        Batched { queue }
+    }
+
+    /// The answer to `request`, `None` if its batch panicked or the tasks have stopped.
+    pub async fn submit(&self, request: Q) -> Option<A> {
+        let (answer, answered) = oneshot::channel();
+        self.queue.send((request, answer)).await.ok()?;
+        answered.await.ok()
+    }
+}
+
 /// A queued write, its result kept until it is answered.
 trait Queued: Send {
     /// Runs the write on `db`; whether every statement was taken. `kept`: `db` commits each statement

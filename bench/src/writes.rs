@@ -17,7 +17,7 @@ use crate::util::{self, mib, ms, Binaries, DbServer, Run};
 use migration::MigratorTrait;
 use wxtopup::domain::PhoneNumber;
 use wxtopup::group_commit::GroupCommit;
-use wxtopup::services::orders::PlaceOrder;
+use wxtopup::services::orders::{OrderIntake, PlaceOrder};
 
 pub const WRITERS: usize = 32;
 const DURATION: Duration = Duration::from_secs(10);
@@ -79,25 +79,21 @@ pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
     }
 }
 
-/// The same orders placed by the service's own `place_order` from [`WRITERS`] tasks in this process,
-/// on a pool opened as the service opens it and through its group commit: what the database costs an order, without HTTP,
+/// The same orders placed by the service's own `OrderIntake` from [`WRITERS`] tasks in this process,
+/// on a pool opened as the service opens it: what the database costs an order, without HTTP,
 /// JSON or the service's process. The HTTP figure's distance to this one is the service's own cost.
 async fn in_process(url: &str, ceiling: Option<f64>) {
     let db = wxtopup::app::connect_pool(url, crate::ceiling::CLIENTS as u32)
         .await
         .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
     migration::Migrator::up(&db, None).await.expect("migrate the in-process database");
-    let writes = GroupCommit::new(db.clone());
+    let intake = OrderIntake::new(&db, GroupCommit::new(db.clone()));
     let run = util::closed_loop(WRITERS, IN_PROCESS_DURATION, move |writer, i| {
-        let writes = writes.clone();
+        let intake = intake.clone();
         async move {
             let phone = PhoneNumber::parse(&util::phone_number(i)).expect("a valid phone number");
             let placing = PlaceOrder { openid: format!("bench-writer-{writer}"), product_id: 1, phone };
-            match writes.run(placing).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            intake.place(placing).await.map(|_| ()).map_err(|e| e.to_string())
         }
     })
     .await;
@@ -107,7 +103,7 @@ async fn in_process(url: &str, ceiling: Option<f64>) {
     let latencies = run.latencies();
     let per_second = placed as f64 / run.elapsed.as_secs_f64();
     println!(
-        "    in process (place_order from {WRITERS} tasks, the service's pool, no HTTP): {per_second:.0} orders/s → {}, \
+        "    in process (the service's order intake from {WRITERS} tasks, the service's pool, no HTTP): {per_second:.0} orders/s → {}, \
          p50 {}, p99 {}{}",
         of_ceiling(per_second, ceiling),
         ms(latencies.median()),

@@ -214,7 +214,7 @@ pub async fn create_order(
         }
     }
     let placing = orders::PlaceOrder { openid: caller.openid, product_id: request.product_id, phone };
-    let order = state.writes.run(placing).await.map_err(crate::services::ServiceError::from)??;
+    let order = state.orders.place(placing).await?;
     Ok((StatusCode::CREATED, Json(order.try_into()?)))
 }
 

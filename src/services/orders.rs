@@ -2,8 +2,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveEnum, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, SqlErr, Statement,
+    ActiveEnum, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QueryTrait, SqlErr, Statement,
 };
 
 use futures::future::BoxFuture;
@@ -13,7 +13,7 @@ use sea_orm::DatabaseExecutor;
 use super::ServiceError;
 use crate::domain::{now_utc, Money, OrderNumber, OrderStatus, Paging, PhoneNumber};
 use crate::entities::{notification, order, product};
-use crate::group_commit::Work;
+use crate::group_commit::{Batched, GroupCommit, Work};
 
 /// How often a colliding order number is drawn again before giving up (one in 14.7 million per ms).
 const ORDER_NUMBER_ATTEMPTS: usize = 3;
@@ -102,6 +102,140 @@ impl Work for PlaceOrder {
             }
         })
     }
+}
+
+/// Where orders are placed. On SQLite through the group commit; on MySQL and PostgreSQL the orders
+/// that wait together are one multi-row `INSERT … RETURNING` after one read of their products: two
+/// round trips and one commit for all of them, where each alone costs one or two round trips and a
+/// commit. A lone order, a server without `RETURNING` (MySQL), or a batch the database refuses (an
+/// order number drawn twice) places each order alone, as [`place_order`] does.
+#[derive(Clone)]
+pub struct OrderIntake {
+    writes: GroupCommit,
+    batched: Option<Batched<PlaceOrder, Result<order::Model, ServiceError>>>,
+}
+
+/// Batches of orders in flight at once on MySQL and PostgreSQL.
+const INSERTERS: usize = 4;
+
+impl OrderIntake {
+    pub fn new(db: &DatabaseConnection, writes: GroupCommit) -> Self {
+        let batched = (db.get_database_backend() != DbBackend::Sqlite).then(|| {
+            let db = db.clone();
+            Batched::start(INSERTERS, move |requests: Vec<PlaceOrder>| {
+                let db = db.clone();
+                Box::pin(async move { place_orders(&db, requests).await })
+            })
+        });
+        OrderIntake { writes, batched }
+    }
+
+    pub async fn place(&self, placing: PlaceOrder) -> Result<order::Model, ServiceError> {
+        match &self.batched {
+            Some(batched) => batched
+                .submit(placing)
+                .await
+                .unwrap_or_else(|| Err(DbErr::Custom("the order's batch did not finish".into()).into())),
+            None => self.writes.run(placing).await?,
+        }
+    }
+}
+
+/// Places `requests` together, answering each in its order.
+async fn place_orders(db: &DatabaseConnection, requests: Vec<PlaceOrder>) -> Vec<Result<order::Model, ServiceError>> {
+    if requests.len() > 1 && MULTI_ROW_RETURNING.load(Ordering::Relaxed) != NO {
+        match insert_together(db, &requests).await {
+            Ok(placed) => return placed,
+            Err(error) => {
+                if is_mysql_parse_error(&error) {
+                    tracing::info!("the MySQL server has no INSERT … RETURNING: orders are placed one by one");
+                    MULTI_ROW_RETURNING.store(NO, Ordering::Relaxed);
+                } else {
+                    tracing::debug!(orders = requests.len(), %error, "a batch of orders was refused: each is placed alone");
+                }
+            }
+        }
+    }
+    let alone = requests.iter().map(|r| place_order(db, &r.openid, r.product_id, &r.phone));
+    futures::future::join_all(alone).await
+}
+
+/// Whether this server takes a multi-row `INSERT … RETURNING`, learned at its first batch.
+static MULTI_ROW_RETURNING: AtomicU8 = AtomicU8::new(UNKNOWN);
+const NO: u8 = 2;
+
+/// The orders in one read of their products and one `INSERT` of every order on sale; the answer to a
+/// product missing or not on sale comes from that read.
+async fn insert_together(
+    db: &DatabaseConnection,
+    requests: &[PlaceOrder],
+) -> Result<Vec<Result<order::Model, ServiceError>>, DbErr> {
+    let mut ids: Vec<i32> = requests.iter().map(|r| r.product_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let products: std::collections::HashMap<i32, product::Model> = product::Entity::find()
+        .filter(product::Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    let now = now_utc();
+    let mut numbers = std::collections::HashSet::with_capacity(requests.len());
+    let mut placed: Vec<Result<order::Model, ServiceError>> = Vec::with_capacity(requests.len());
+    let mut rows = Vec::with_capacity(requests.len());
+    for request in requests {
+        let product = match products.get(&request.product_id) {
+            None => Err(ServiceError::ProductNotFound),
+            Some(product) if !product.active => Err(ServiceError::ProductUnavailable),
+            Some(product) => Ok(product),
+        };
+        let product = match product {
+            Ok(product) => product,
+            Err(refused) => {
+                placed.push(Err(refused));
+                continue;
+            }
+        };
+        // Distinct within the batch; a collision with an earlier order fails the INSERT (placed alone).
+        let order_number = loop {
+            let number = OrderNumber::generate(now.and_utc().timestamp_millis()).to_string();
+            if numbers.insert(number.clone()) {
+                break number;
+            }
+        };
+        let draft = Draft { order_number, openid: &request.openid, phone: request.phone.to_string(), now };
+        let order = new_order(product.clone(), &draft);
+        placed.push(Ok(order.clone()));
+        let mut row = order.into_active_model();
+        row.id = NotSet;
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Ok(placed);
+    }
+    let mut insert = order::Entity::insert_many(rows).into_query();
+    insert.returning_all();
+    let backend = db.get_database_backend();
+    let mut statement = backend.build(&insert);
+    if backend == DbBackend::MySql {
+        statement.sql.push_str(" RETURNING *");
+    }
+    let mut stored: std::collections::HashMap<String, order::Model> = std::collections::HashMap::new();
+    for row in db.query_all_raw(statement).await? {
+        let order = order::Model::from_query_result(&row, "")?;
+        stored.insert(order.order_number.clone(), order);
+    }
+    // The INSERT is kept from here on: an order missing from its answer is an error for that order
+    // alone, never a reason to place the batch again.
+    for answer in &mut placed {
+        if let Ok(order) = answer {
+            *answer = stored.remove(&order.order_number).ok_or_else(|| {
+                DbErr::Custom(format!("order {} did not come back from its INSERT", order.order_number)).into()
+            });
+        }
+    }
+    Ok(placed)
 }
 
 /// What an order takes from the request rather than from the product.
@@ -248,7 +382,16 @@ async fn insert_after_reading(
     let Some(product) = product::Entity::find_by_id(product_id).one(db).await?.filter(|p| p.active) else {
         return Ok(None);
     };
-    let order = order::Model {
+    let order = new_order(product, draft);
+    let mut row = order.clone().into_active_model();
+    row.id = NotSet;
+    let inserted = order::Entity::insert(row).exec(db).await?;
+    Ok(Some(order::Model { id: inserted.last_insert_id, ..order }))
+}
+
+/// The order `draft` makes of `product`, before the database gives it an id.
+fn new_order(product: product::Model, draft: &Draft<'_>) -> order::Model {
+    order::Model {
         id: 0,
         order_number: draft.order_number.clone(),
         openid: draft.openid.to_string(),
@@ -284,11 +427,7 @@ async fn insert_after_reading(
         unresolved_at: None,
         country: Some(product.country),
         carrier_reference: Some(product.carrier_reference),
-    };
-    let mut row = order.clone().into_active_model();
-    row.id = NotSet;
-    let inserted = order::Entity::insert(row).exec(db).await?;
-    Ok(Some(order::Model { id: inserted.last_insert_id, ..order }))
+    }
 }
 
 /// Why no order was placed for `product_id`: read only after the insert found no product on sale.

@@ -203,3 +203,49 @@ async fn a_demo_product_that_was_ordered_is_kept_in_production() {
     assert_eq!(names.len(), 1, "only the ordered demo product stays: {names:?}");
     assert_eq!(names[0]["id"], 1);
 }
+
+/// Orders placed at the same moment are placed together where the database allows (one INSERT of
+/// many rows on MySQL and PostgreSQL, one commit on SQLite): each still gets its own product's price
+/// and snapshot, and a missing or disabled product is refused for its own order only.
+#[tokio::test]
+async fn orders_placed_at_once_each_get_their_own_product() {
+    let app = spawn_app().await;
+    let disabled = app.create_product(&json!({"name": "Disabled at once", "price": "3.00"})).await;
+    assert_eq!(patch(&app, disabled, &json!({"enabled": false})).await.status(), StatusCode::OK);
+    let wanted: Vec<i32> = (0..32).map(|i| [1, 2, 1, 99_999, 2, disabled, 1, 2][i % 8]).collect();
+
+    let answers = futures::future::join_all(wanted.iter().enumerate().map(|(i, product)| {
+        let buyer = format!("oAtOnceBuyer{i:02}");
+        let app = &app;
+        async move {
+            let body = json!({"productId": product, "phoneNumber": "+97688112233"});
+            let response = app.post_as("/orders", &buyer, &body).await;
+            (response.status(), response.json::<Value>().await.unwrap(), buyer)
+        }
+    }))
+    .await;
+
+    let mut numbers = std::collections::HashSet::new();
+    for ((status, body, buyer), product) in answers.iter().zip(&wanted) {
+        match *product {
+            99_999 => assert_eq!((*status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("PRODUCT_NOT_FOUND"))),
+            p if p == disabled => {
+                assert_eq!((*status, body["code"].as_str()), (StatusCode::CONFLICT, Some("PRODUCT_UNAVAILABLE")))
+            }
+            p => {
+                assert_eq!(*status, StatusCode::CREATED, "{body}");
+                assert_eq!(body["productId"], p);
+                assert_eq!(body["amount"], if p == 1 { "12.00" } else { "23.00" });
+                let number = body["orderNumber"].as_str().unwrap();
+                assert!(numbers.insert(number.to_string()), "{number} answered twice");
+                let stored = app.order(number).await;
+                assert_eq!(
+                    (stored.openid.as_str(), stored.product_id),
+                    (buyer.as_str(), p),
+                    "the stored row is the answer"
+                );
+            }
+        }
+    }
+    assert_eq!(numbers.len(), 24);
+}
