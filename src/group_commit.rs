@@ -1,10 +1,12 @@
-//! Group commit on SQLite: concurrent writes share one transaction, and so one commit.
+//! Group commit: concurrent writes share one transaction, and so one commit.
 //!
 //! SQLite has one writer at a time, and each commit writes every page it changed to the WAL and syncs
 //! it (`synchronous=FULL`): an order touches about seven pages (the table's and each index's), and 32
 //! orders one after the other write and sync them 32 times. Here the writes that arrive while a commit
 //! is under way wait in a queue, and one task runs all of them in the next transaction: the pages they
-//! share are written once and synced once.
+//! share are written once and synced once. On MySQL and PostgreSQL four such tasks run side by side,
+//! each on its own connection: a batch costs a `BEGIN`, its statements and one `COMMIT`, instead of a
+//! commit per write.
 //!
 //! The rules, checked by the model in [`crate::fulfilment::model`] (`group_commit`):
 //! - A write is answered only after the commit that holds it returned: an answer is never ahead of
@@ -12,12 +14,13 @@
 //! - If one write's statement fails, or the commit does, the transaction is rolled back (nothing of
 //!   any of its writes is kept) and each write runs again on its own, as it would without this
 //!   module, and is answered with what that run gives. Nothing is kept twice: the batch left nothing.
+//!   A conflict (a deadlock's victim on MySQL, where it rolls back the whole transaction) is such a
+//!   failure: the write runs again alone, where it is retried.
 //! - A write runs to its end once queued, whether or not its caller still waits (a caller that hung
 //!   up after a payment was queued must not lose it).
 //!
 //! A write is a [`Work`]: statements on the connection it is given, no other connection (the pool
-//! has one on SQLite, and the batch holds it), and no waiting on anything but the database. On MySQL
-//! and PostgreSQL, where connections write side by side, a write runs at once on the pool.
+//! has one on SQLite, and the batch holds it), and no waiting on anything but the database.
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -27,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 /// At most this many writes share a commit: a bound on the transaction, and on how long the first of
 /// them waits for the last.
 pub const MAX_BATCH: usize = 64;
+
+/// Writers on MySQL and PostgreSQL, each with its batch's transaction on its own connection.
+const SERVER_WRITERS: usize = 4;
 
 /// Writes waiting for the writer; a caller past this waits to queue.
 const QUEUE: usize = 1024;
@@ -41,32 +47,30 @@ pub trait Work: Send + Sync + 'static {
     fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>>;
 }
 
-/// Where writes go: the writer's queue on SQLite, straight to the pool elsewhere.
+/// Where writes go: the writers' queue.
 #[derive(Clone)]
 pub struct GroupCommit {
-    db: DatabaseConnection,
-    queue: Option<mpsc::Sender<Box<dyn Queued>>>,
+    queue: mpsc::Sender<Box<dyn Queued>>,
 }
 
 impl GroupCommit {
-    /// On SQLite, starts the writer (it ends when the last handle is dropped).
+    /// Starts the writers: one on SQLite, [`SERVER_WRITERS`] elsewhere (they end when the last handle
+    /// is dropped).
     pub fn new(db: DatabaseConnection) -> Self {
-        if db.get_database_backend() != DbBackend::Sqlite {
-            return GroupCommit { db, queue: None };
-        }
+        let writers = if db.get_database_backend() == DbBackend::Sqlite { 1 } else { SERVER_WRITERS };
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(write(db.clone(), waiting));
-        GroupCommit { db, queue: Some(queue) }
+        let waiting = std::sync::Arc::new(tokio::sync::Mutex::new(waiting));
+        for _ in 0..writers {
+            tokio::spawn(write(db.clone(), waiting.clone()));
+        }
+        GroupCommit { queue }
     }
 
     /// Runs `work` and answers once what it wrote is committed.
     pub async fn run<W: Work>(&self, work: W) -> Result<W::Output, DbErr> {
-        let Some(queue) = &self.queue else {
-            return work.run(&DatabaseExecutor::Connection(&self.db)).await;
-        };
         let (answer, answered) = oneshot::channel();
         let queued = Box::new(Pending { work, result: None, kept: false, answer });
-        if queue.send(queued).await.is_err() {
+        if self.queue.send(queued).await.is_err() {
             return Err(DbErr::Custom("the writer has stopped".into()));
         }
         answered.await.unwrap_or_else(|_| Err(DbErr::Custom("the writer stopped before committing".into())))
@@ -77,7 +81,7 @@ impl GroupCommit {
 impl GroupCommit {
     /// How many writes wait for the writer.
     pub(crate) fn queued(&self) -> usize {
-        self.queue.as_ref().map_or(0, |queue| queue.max_capacity() - queue.capacity())
+        self.queue.max_capacity() - self.queue.capacity()
     }
 }
 
@@ -189,9 +193,9 @@ impl<W: Work> Queued for Pending<W> {
 
 /// The writer: takes what is queued, up to [`MAX_BATCH`], and commits it together.
 /// A write that panics fails its batch's answers (nothing of it is committed), not the writer.
-async fn write(db: DatabaseConnection, mut waiting: mpsc::Receiver<Box<dyn Queued>>) {
+async fn write(db: DatabaseConnection, waiting: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Box<dyn Queued>>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         metrics::histogram!("group_commit_batch_size").record(batch.len() as f64);
         let committed = std::panic::AssertUnwindSafe(commit_together(&db, &mut batch)).catch_unwind().await;
         if let Err(panic) = committed {

@@ -91,7 +91,7 @@ fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun, ceiling: Option
         failures(load)
     );
     println!(
-        "    one commit per delivery (on SQLite shared by the deliveries queued together): {}",
+        "    one commit per delivery (shared by the deliveries queued together): {}",
         of_ceiling(load.per_second(), ceiling)
     );
     let outcomes: Vec<String> = tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} {n}")).collect();

@@ -29,7 +29,7 @@ const LOCKED: &str = "database is locked";
 
 pub async fn run(binaries: &Binaries, ceilings: &Ceilings) {
     println!(
-        "POST /orders from {WRITERS} concurrent writers for {} s (each writer its own buyer; one commit per order, on SQLite shared by the orders queued together)",
+        "POST /orders from {WRITERS} concurrent writers for {} s (each writer its own buyer; one commit per order, shared by the orders queued together)",
         DURATION.as_secs()
     );
     let dir = tempfile::tempdir().expect("temp dir");

@@ -233,7 +233,14 @@ impl Work for RecordConfirmed {
 
     fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>> {
         Box::pin(async move {
-            match record_confirmed(db, &self.order, &self.truth, &self.delivery.borrow()).await {
+            let delivery = self.delivery.borrow();
+            // In a batch, a conflict rolls back the batch's whole transaction on MySQL: it fails the
+            // batch, whose writes then run alone, where a conflict is run again.
+            let recorded = match db {
+                DatabaseExecutor::Connection(_) => record_confirmed(db, &self.order, &self.truth, &delivery).await,
+                _ => record_confirmed_once(db, &self.order, &self.truth, &delivery).await,
+            };
+            match recorded {
                 Err(CallbackError::Database(error)) => Err(error),
                 recorded => Ok(recorded),
             }

@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod compensation;
 mod fulfilment;
+mod group_commit;
 mod hardening;
 mod health;
 mod idempotency;
