@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
@@ -143,13 +143,13 @@ impl OrderIntake {
 
 /// Places `requests` together, answering each in its order.
 async fn place_orders(db: &DatabaseConnection, requests: Vec<PlaceOrder>) -> Vec<Result<order::Model, ServiceError>> {
-    if requests.len() > 1 && MULTI_ROW_RETURNING.load(Ordering::Relaxed) != NO {
+    if requests.len() > 1 && !NO_MULTI_ROW_RETURNING.load(Ordering::Relaxed) {
         match insert_together(db, &requests).await {
             Ok(placed) => return placed,
             Err(error) => {
                 if is_mysql_parse_error(&error) {
                     tracing::info!("the MySQL server has no INSERT … RETURNING: orders are placed one by one");
-                    MULTI_ROW_RETURNING.store(NO, Ordering::Relaxed);
+                    NO_MULTI_ROW_RETURNING.store(true, Ordering::Relaxed);
                 } else {
                     tracing::debug!(orders = requests.len(), %error, "a batch of orders was refused: each is placed alone");
                 }
@@ -160,9 +160,8 @@ async fn place_orders(db: &DatabaseConnection, requests: Vec<PlaceOrder>) -> Vec
     futures::future::join_all(alone).await
 }
 
-/// Whether this server takes a multi-row `INSERT … RETURNING`, learned at its first batch.
-static MULTI_ROW_RETURNING: AtomicU8 = AtomicU8::new(UNKNOWN);
-const NO: u8 = 2;
+/// This server refused a multi-row `INSERT … RETURNING` (MySQL), learned at its first batch.
+static NO_MULTI_ROW_RETURNING: AtomicBool = AtomicBool::new(false);
 
 /// The orders in one read of their products and one `INSERT` of every order on sale; the answer to a
 /// product missing or not on sale comes from that read.
