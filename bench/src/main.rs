@@ -22,7 +22,8 @@
 //! `BENCH_ONLY=startup,storm` (any of the names above, comma-separated) runs only those parts. `writes`
 //! and `storm` need the ceilings as their denominator: selecting either measures them too (and prints
 //! them, as `ceiling` would), once, before the first of them.
-//! Both binaries are built first (`cargo build --release`), so this one command measures the current code.
+//! Both binaries are built first (`cargo build --release`, or `--profile $BENCH_PROFILE`), so this one
+//! command measures the current code.
 //! Figures are printed, never asserted (the storm's exactly-once count included: it is reported as found).
 //! MariaDB and PostgreSQL figures need a server at `BENCH_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`)
 //! and `BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432`); without one they say so and are

@@ -31,7 +31,9 @@ impl Binaries {
 
 /// What [`build_binaries`] runs, each after `cargo build --release --quiet`, and the name in
 /// `target/release` its binary is copied to (builds of one binary with different features overwrite
-/// each other there): the one place to change what is measured.
+/// each other there): the one place to change what is measured. `BENCH_PROFILE=profiling` builds with
+/// the workspace's `profiling` profile instead (the release build with its symbols, for `perf`) into
+/// `target/profiling`; its size figure is then not the release binary's.
 const BUILDS: [(&[&str], &str, &str); 3] = [
     (&["-p", "wxtopup", "--bin", "wxtopup", "--features", "postgres"], "wxtopup", "wxtopup-postgres"),
     (&["-p", "wxtopup", "--bin", "wxtopup"], "wxtopup", "wxtopup-default"),
@@ -43,9 +45,10 @@ const BUILDS: [(&[&str], &str, &str); 3] = [
 pub fn build_binaries() -> Binaries {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let release = target_dir().join("release");
+    let profile = std::env::var("BENCH_PROFILE").unwrap_or_else(|_| "release".into());
+    let release = target_dir().join(&profile);
     for (args, built, copy) in BUILDS {
-        eprintln!("bench: cargo build --release {}", args.join(" "));
+        eprintln!("bench: cargo build --profile {profile} {}", args.join(" "));
         let mut command = Command::new(&cargo);
         // `cargo run` hands the bench the package's CARGO_PKG_*, CARGO_MANIFEST_DIR, …; build scripts that
         // watch those (ring does) would rebuild under this cargo, then again under the next plain one.
@@ -55,12 +58,12 @@ pub fn build_binaries() -> Binaries {
             }
         }
         let status = command
-            .args(["build", "--release", "--quiet"])
+            .args(["build", "--profile", &profile, "--quiet"])
             .args(args)
             .current_dir(&root)
             .status()
             .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-        assert!(status.success(), "cargo build --release {} failed ({status})", args.join(" "));
+        assert!(status.success(), "cargo build --profile {profile} {} failed ({status})", args.join(" "));
         if built != copy {
             let (from, to) = (release.join(built), release.join(copy));
             std::fs::copy(&from, &to)
