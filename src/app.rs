@@ -75,7 +75,8 @@ impl Application {
         let wechat = WechatPay::from_settings(&settings.wechat, &db)?;
         let provider = provider_from_settings(&settings.topup, &db)?;
         let alerter = Alerter::new(db.clone(), settings.alert_webhook_url.clone(), settings.alert_max_per_minute);
-        let fulfiller = Fulfiller::new(db.clone(), provider, settings.fulfilment.clone());
+        let writes = GroupCommit::new(db.clone());
+        let fulfiller = Fulfiller::new(db.clone(), writes.clone(), provider, settings.fulfilment.clone());
         let limits = Limits::new(&settings.http.limits);
         let idle_limits = limits.clone();
         tokio::spawn(telemetry::contain_panics("limits", async move {
@@ -88,11 +89,11 @@ impl Application {
         }));
         let notifier = crate::notify::Notifier::new(
             db.clone(),
+            writes.clone(),
             settings.notify.clone(),
             &settings.wechat.api_base,
             settings.wechat.sandbox,
         );
-        let writes = GroupCommit::new(db.clone());
         let orders = crate::services::orders::OrderIntake::new(&db, writes.clone());
         let state =
             AppState { db, writes, orders, settings: Arc::new(settings), wechat, fulfiller, alerter, notifier, limits };

@@ -6,7 +6,8 @@
 //! is under way wait in a queue, and one task runs all of them in the next transaction: the pages they
 //! share are written once and synced once. On MySQL and PostgreSQL four such tasks run side by side,
 //! each on its own connection: a batch costs a `BEGIN`, its statements and one `COMMIT`, instead of a
-//! commit per write.
+//! commit per write. Everything written on a request's or a top-up's way goes through here: orders,
+//! callbacks, the top-up's claim, carrier-call records and outcome, and the buyer's notification.
 //!
 //! The rules, checked by the model in [`crate::fulfilment::model`] (`group_commit`):
 //! - A write is answered only after the commit that holds it returned: an answer is never ahead of
@@ -47,6 +48,22 @@ pub trait Work: Send + Sync + 'static {
     fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>>;
 }
 
+/// A write given as a function of the connection, for a statement that needs no type of its own. It
+/// may run twice (in a batch that is then rolled back, and alone), so each run owns what it needs.
+pub struct Statements<F>(pub F);
+
+impl<F, T> Work for Statements<F>
+where
+    F: for<'c> Fn(&'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<T, DbErr>> + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    type Output = T;
+
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<T, DbErr>> {
+        (self.0)(db)
+    }
+}
+
 /// Where writes go: the writers' queue.
 #[derive(Clone)]
 pub struct GroupCommit {
@@ -64,6 +81,16 @@ impl GroupCommit {
             tokio::spawn(write(db.clone(), waiting.clone()));
         }
         GroupCommit { queue }
+    }
+
+    /// Runs `statements` as a write ([`Statements`]): `Err` is what the database refused when they
+    /// ran alone.
+    pub async fn write<F, T>(&self, statements: F) -> Result<T, DbErr>
+    where
+        F: for<'c> Fn(&'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<T, DbErr>> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.run(Statements(statements)).await
     }
 
     /// Runs `work` and answers once what it wrote is committed.
@@ -319,6 +346,8 @@ mod tests {
     use crate::services::ServiceError;
     use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
 
     async fn sqlite_file(dir: &tempfile::TempDir) -> DatabaseConnection {
         let file = dir.path().join("writes.db");
@@ -438,5 +467,105 @@ mod tests {
         assert!(placed.unwrap().is_ok());
         assert!(matches!(not_found, Ok(Err(ServiceError::ProductNotFound))));
         assert_eq!(orders(&db).await, 1);
+    }
+
+    /// Holds the writer: says when it runs, then waits to be released.
+    struct Hold {
+        entered: Arc<Notify>,
+        release: Arc<Notify>,
+    }
+
+    impl Work for Hold {
+        type Output = ();
+        fn run<'c>(&'c self, _: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
+            Box::pin(async move {
+                self.entered.notify_one();
+                self.release.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    /// The status of an order, read in the batch it runs in.
+    struct StatusOf(String);
+
+    impl Work for StatusOf {
+        type Output = Option<crate::domain::OrderStatus>;
+        fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>> {
+            Box::pin(async move {
+                let order = crate::services::orders::find_by_number(db, &self.0).await?;
+                Ok(order.map(|o| o.status))
+            })
+        }
+    }
+
+    /// A top-up's writes (its claim, the carrier call's record, its outcome) go through the writer, so
+    /// they share commits with the callbacks and orders written meanwhile: with the writer held, the
+    /// attempt waits with its claim queued, and the claim then runs in the batch it waited for.
+    #[tokio::test]
+    async fn a_top_ups_writes_share_the_writers_commits() {
+        use crate::domain::OrderStatus;
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, QueryFilter};
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_file(&dir).await;
+        let writes = GroupCommit::new(db.clone());
+        // Any ending but 00 to 03 is delivered at once by the sandbox carrier.
+        let delivered = PlaceOrder { phone: PhoneNumber::parse("+8613800000012").unwrap(), ..placing(1) };
+        let number = writes.run(delivered).await.unwrap().unwrap().order_number;
+        order::Entity::update_many()
+            .col_expr(order::Column::Status, Expr::value(OrderStatus::Paid))
+            .col_expr(order::Column::TransactionId, Expr::value("4200000000000000000000000001"))
+            .filter(order::Column::OrderNumber.eq(&number))
+            .exec(&db)
+            .await
+            .unwrap();
+        let settings = crate::config::FulfilmentSettings {
+            max_attempts: 3,
+            retry_base: std::time::Duration::from_secs(1),
+            retry_max: std::time::Duration::from_secs(10),
+            lease: std::time::Duration::from_secs(60),
+            concurrency: 1,
+            batch_size: 10,
+        };
+        let carrier = std::sync::Arc::new(crate::fulfilment::SandboxProvider::new(db.clone()));
+        let fulfiller = crate::fulfilment::Fulfiller::new(db.clone(), writes.clone(), carrier, settings);
+
+        // The writer is held; the attempt reads the order and queues its claim behind it.
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let held = tokio::spawn({
+            let (writes, hold) = (writes.clone(), Hold { entered: entered.clone(), release: release.clone() });
+            async move { writes.run(hold).await }
+        });
+        entered.notified().await;
+        let attempt = tokio::spawn({
+            let (fulfiller, number) = (fulfiller.clone(), number.clone());
+            async move { fulfiller.fulfil_order(&number).await }
+        });
+        let claim_queued = async {
+            while writes.queued() < 1 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), claim_queued)
+            .await
+            .expect("the attempt's claim never waited for the writer");
+        let stored = crate::services::orders::find_by_number(&db, &number).await.unwrap().unwrap();
+        assert_eq!(stored.status, OrderStatus::Paid, "the claim is not written before the writer takes it");
+        let probe = tokio::spawn({
+            let (writes, number) = (writes.clone(), number.clone());
+            async move { writes.run(StatusOf(number)).await }
+        });
+        while writes.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        held.await.unwrap().unwrap();
+        let (outcome, status_in_batch) = (attempt.await.unwrap(), probe.await.unwrap());
+
+        assert_eq!(outcome.unwrap(), crate::fulfilment::FulfilOutcome::Delivered);
+        assert_eq!(status_in_batch.unwrap(), Some(OrderStatus::Recharging), "the claim ran first in the batch");
+        let stored = crate::services::orders::find_by_number(&db, &number).await.unwrap().unwrap();
+        assert_eq!(stored.status, OrderStatus::Success);
     }
 }

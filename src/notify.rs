@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::config::{NotifySettings, NotifyTemplate};
 use crate::domain::{now_utc, Money};
 use crate::entities::{notification, order};
+use crate::group_commit::GroupCommit;
 use crate::wechat::subscribe::{self, SendOutcome, SubscribeMessage};
 
 /// What the buyer is told.
@@ -67,6 +68,8 @@ pub struct Notifier {
 
 struct Inner {
     db: DatabaseConnection,
+    /// Where a message is recorded: the record shares its commit with whatever else is written meanwhile.
+    writes: GroupCommit,
     http: reqwest::Client,
     base: String,
     sandbox: bool,
@@ -74,13 +77,19 @@ struct Inner {
 }
 
 impl Notifier {
-    pub fn new(db: DatabaseConnection, settings: NotifySettings, api_base: &str, sandbox: bool) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        writes: GroupCommit,
+        settings: NotifySettings,
+        api_base: &str,
+        sandbox: bool,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Notifier { inner: Arc::new(Inner { db, http, base: api_base.to_string(), sandbox, settings }) }
+        Notifier { inner: Arc::new(Inner { db, writes, http, base: api_base.to_string(), sandbox, settings }) }
     }
 
     /// Records the message and sends it in the background; returns at once.
@@ -132,7 +141,11 @@ impl Notifier {
             next_attempt_at: Set((!self.inner.sandbox).then(|| now + lease())),
             ..Default::default()
         };
-        let row = match row.insert(db).await {
+        let recorded = self.inner.writes.write(move |db| {
+            let row = row.clone();
+            Box::pin(async move { row.insert(db).await })
+        });
+        let row = match recorded.await {
             Ok(row) => row,
             // Already recorded by another delivery, replica or retry.
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => return Ok(()),

@@ -31,7 +31,7 @@ use chrono::Duration as ChronoDuration;
 use rand::distr::Alphanumeric;
 use rand::Rng;
 use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,7 +40,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::{FulfilmentSettings, TopUpProviderKind, TopUpSettings};
 use crate::domain::{now_utc, OrderEvent, OrderStatus};
 use crate::entities::{fulfilment_attempt, order};
-use crate::lifecycle::transition;
+use crate::group_commit::GroupCommit;
+use crate::lifecycle::transition_shared;
 use policy::{Answer, Call, Step};
 
 pub use http::HttpProvider;
@@ -89,6 +90,8 @@ pub struct Fulfiller {
 
 struct Inner {
     db: DatabaseConnection,
+    /// Where the attempt's writes go: they share commits with whatever else is written meanwhile.
+    writes: GroupCommit,
     provider: Arc<dyn TopUpProvider>,
     settings: FulfilmentSettings,
     worker: String,
@@ -136,10 +139,16 @@ struct Claim {
 }
 
 impl Fulfiller {
-    pub fn new(db: DatabaseConnection, provider: Arc<dyn TopUpProvider>, settings: FulfilmentSettings) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        writes: GroupCommit,
+        provider: Arc<dyn TopUpProvider>,
+        settings: FulfilmentSettings,
+    ) -> Self {
         let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(10).map(char::from).collect();
         let worker = format!("w-{suffix}");
-        let inner = Inner { db, provider, settings, worker, tasks: TaskTracker::new(), in_hand: Mutex::default() };
+        let inner =
+            Inner { db, writes, provider, settings, worker, tasks: TaskTracker::new(), in_hand: Mutex::default() };
         Fulfiller { inner: Arc::new(inner) }
     }
 
@@ -228,7 +237,7 @@ impl Fulfiller {
         ];
         let guard =
             Condition::all().add(order::Column::FulfilAttempts.eq(seen.fulfil_attempts)).add(due_condition(now));
-        if !transition(&self.inner.db, seen, OrderEvent::FulfilmentStarted, sets, guard).await?.won() {
+        if !transition_shared(&self.inner.writes, seen, OrderEvent::FulfilmentStarted, sets, guard).await?.won() {
             return Ok(None);
         }
         let order = order::Model {
@@ -289,7 +298,7 @@ impl Fulfiller {
         let guard = Condition::all()
             .add(order::Column::LeaseOwner.eq(self.worker()))
             .add(order::Column::FulfilAttempts.eq(claim.attempt));
-        let moved = transition(&self.inner.db, &claim.order, event, sets, guard).await?;
+        let moved = transition_shared(&self.inner.writes, &claim.order, event, sets, guard).await?;
         if !moved.won() {
             tracing::warn!(?moved, "claim lost before the result was written; the next holder will query");
         }
@@ -302,17 +311,23 @@ impl Fulfiller {
         for (column, value) in sets {
             update = update.col_expr(column, value);
         }
-        let result = update
+        let update = update
             .filter(order::Column::OrderNumber.eq(&claim.order.order_number))
             .filter(order::Column::Status.eq(OrderStatus::Recharging))
             .filter(order::Column::LeaseOwner.eq(self.worker()))
-            .filter(order::Column::FulfilAttempts.eq(claim.attempt))
-            .exec(&self.inner.db)
+            .filter(order::Column::FulfilAttempts.eq(claim.attempt));
+        let rows = self
+            .inner
+            .writes
+            .write(move |db| {
+                let update = update.clone();
+                Box::pin(async move { Ok(update.exec(db).await?.rows_affected) })
+            })
             .await?;
-        if result.rows_affected == 0 {
+        if rows == 0 {
             tracing::warn!("claim lost before the result was written; the next holder will query");
         }
-        Ok(result.rows_affected == 1)
+        Ok(rows == 1)
     }
 
     async fn deliver(&self, claim: &Claim, provider_reference: Option<String>) -> Result<FulfilOutcome, DbErr> {
@@ -395,7 +410,7 @@ impl Fulfiller {
         let labels = [("action", action.to_string()), ("outcome", outcome.to_string())];
         metrics::counter!("fulfilment_attempts_total", &labels).increment(1);
         metrics::histogram!("carrier_call_duration_seconds", &labels[..1]).record(latency.as_secs_f64());
-        fulfilment_attempt::ActiveModel {
+        let row = fulfilment_attempt::ActiveModel {
             order_number: Set(claim.order.order_number.clone()),
             attempt: Set(claim.attempt),
             action: Set(action.to_string()),
@@ -405,10 +420,17 @@ impl Fulfiller {
             worker: Set(self.worker().to_string()),
             created_at: Set(now_utc()),
             ..Default::default()
-        }
-        .insert(&self.inner.db)
-        .await?;
-        Ok(())
+        };
+        self.inner
+            .writes
+            .write(move |db| {
+                let row = row.clone();
+                Box::pin(async move {
+                    fulfilment_attempt::Entity::insert(row).exec_without_returning(db).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     /// Asks the carrier whether an order's top-up provably did not happen: it never received the

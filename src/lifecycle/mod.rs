@@ -8,7 +8,7 @@
 
 mod transition;
 
-pub use transition::{transition, Moved};
+pub use transition::{transition, transition_shared, Moved};
 
 use crate::alerts::AlertKind;
 use crate::app::AppState;

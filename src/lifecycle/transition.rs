@@ -2,6 +2,7 @@ use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use crate::domain::{now_utc, OrderEvent, OrderStatus, TransitionError};
+use crate::group_commit::GroupCommit;
 
 use crate::entities::order;
 
@@ -57,4 +58,22 @@ pub async fn transition(
     }
     let result = update.filter(condition).exec(db).await?;
     Ok(if result.rows_affected == 1 { Moved::Won { from: seen.status, to } } else { Moved::Lost })
+}
+
+/// [`transition`] as a write that may share its commit with others (see [`crate::group_commit`]):
+/// answered once it is committed, with the same affected-row verdict.
+pub async fn transition_shared(
+    writes: &GroupCommit,
+    seen: &order::Model,
+    event: OrderEvent,
+    sets: Vec<(order::Column, SimpleExpr)>,
+    guard: Condition,
+) -> Result<Moved, DbErr> {
+    let seen = seen.clone();
+    writes
+        .write(move |db| {
+            let (seen, sets, guard) = (seen.clone(), sets.clone(), guard.clone());
+            Box::pin(async move { transition(db, &seen, event, sets, guard).await })
+        })
+        .await
 }

@@ -427,6 +427,7 @@ async fn attempt_held_at_its_query(
     let carrier = std::sync::Arc::new(GatedCarrier::default());
     let fulfiller = wxtopup::fulfilment::Fulfiller::new(
         app.state.db.clone(),
+        app.state.writes.clone(),
         carrier.clone(),
         app.state.settings.fulfilment.clone(),
     );
@@ -522,6 +523,7 @@ async fn concurrent_top_ups_log_under_their_own_order_numbers() {
     let numbers = [app.paid_order_in_db("+97688112233").await, app.paid_order_in_db("+97688112244").await];
     let fulfiller = wxtopup::fulfilment::Fulfiller::new(
         app.state.db.clone(),
+        app.state.writes.clone(),
         std::sync::Arc::new(SlowCarrier),
         app.state.settings.fulfilment.clone(),
     );
