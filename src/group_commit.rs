@@ -6,8 +6,8 @@
 //! is under way wait in a queue, and one task runs all of them in the next transaction: the pages they
 //! share are written once and synced once. On MySQL and PostgreSQL four such tasks run side by side,
 //! each on its own connection: a batch costs a `BEGIN`, its statements and one `COMMIT`, instead of a
-//! commit per write. Everything written on a request's or a top-up's way goes through here: orders,
-//! callbacks, the top-up's claim, carrier-call records and outcome, and the buyer's notification.
+//! commit per write. What a paid order writes on its way goes through here: the order, its callbacks,
+//! its top-up's claim, carrier-call records and outcome, and the buyer's notification.
 //!
 //! The rules, checked by the model in [`crate::fulfilment::model`] (`group_commit`):
 //! - A write is answered only after the commit that holds it returned: an answer is never ahead of
