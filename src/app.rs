@@ -73,9 +73,9 @@ impl Application {
         let db = connect_pool(&settings.database_url, settings.database_max_connections).await?;
         prepare(&db, &settings).await?;
         let wechat = WechatPay::from_settings(&settings.wechat, &db)?;
-        let provider = provider_from_settings(&settings.topup, &db)?;
         let alerter = Alerter::new(db.clone(), settings.alert_webhook_url.clone(), settings.alert_max_per_minute);
         let writes = GroupCommit::new(db.clone());
+        let provider = provider_from_settings(&settings.topup, &db, &writes)?;
         let fulfiller = Fulfiller::new(db.clone(), writes.clone(), provider, settings.fulfilment.clone());
         let limits = Limits::new(&settings.http.limits);
         let idle_limits = limits.clone();

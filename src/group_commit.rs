@@ -528,7 +528,7 @@ mod tests {
             concurrency: 1,
             batch_size: 10,
         };
-        let carrier = std::sync::Arc::new(crate::fulfilment::SandboxProvider::new(db.clone()));
+        let carrier = std::sync::Arc::new(crate::fulfilment::SandboxProvider::new(db.clone(), writes.clone()));
         let fulfiller = crate::fulfilment::Fulfiller::new(db.clone(), writes.clone(), carrier, settings);
 
         // The writer is held; the attempt reads the order and queues its claim behind it.

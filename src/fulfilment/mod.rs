@@ -65,13 +65,15 @@ pub enum FulfilOutcome {
     NotClaimed,
 }
 
-/// Builds the configured carrier adapter. The sandbox carrier keeps what it received in `db`.
+/// Builds the configured carrier adapter. The sandbox carrier keeps what it received in `db`, written
+/// through `writes`.
 pub fn provider_from_settings(
     settings: &TopUpSettings,
     db: &DatabaseConnection,
+    writes: &GroupCommit,
 ) -> Result<Arc<dyn TopUpProvider>, reqwest::Error> {
     Ok(match settings.provider {
-        TopUpProviderKind::Sandbox => Arc::new(SandboxProvider::new(db.clone())),
+        TopUpProviderKind::Sandbox => Arc::new(SandboxProvider::new(db.clone(), writes.clone())),
         TopUpProviderKind::Http => Arc::new(HttpProvider::new(
             settings.api_url.as_deref().unwrap_or_default(),
             settings.api_token.clone(),

@@ -22,10 +22,13 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTr
 use super::provider::{ProviderError, Receipt, TopUpProvider, TopUpRequest, TopUpState};
 use crate::domain::now_utc;
 use crate::entities::sandbox_topup::{self, SandboxTopUpState};
+use crate::group_commit::GroupCommit;
 
 #[derive(Clone)]
 pub struct SandboxProvider {
     db: DatabaseConnection,
+    /// Where what it receives is written: it shares the service's commits.
+    writes: GroupCommit,
 }
 
 impl From<SandboxTopUpState> for TopUpState {
@@ -47,8 +50,8 @@ fn unknown(error: DbErr) -> ProviderError {
 }
 
 impl SandboxProvider {
-    pub fn new(db: DatabaseConnection) -> Self {
-        SandboxProvider { db }
+    pub fn new(db: DatabaseConnection, writes: GroupCommit) -> Self {
+        SandboxProvider { db, writes }
     }
 
     async fn find(&self, reference: &str) -> Result<Option<sandbox_topup::Model>, DbErr> {
@@ -64,7 +67,11 @@ impl SandboxProvider {
             created_at: Set(now_utc()),
             ..Default::default()
         };
-        match sandbox_topup::Entity::insert(row).exec(&self.db).await {
+        let inserted = self.writes.write(move |db| {
+            let row = row.clone();
+            Box::pin(async move { sandbox_topup::Entity::insert(row).exec_without_returning(db).await })
+        });
+        match inserted.await {
             Ok(_) => Ok(true),
             Err(e) if is_duplicate(&e) => Ok(false),
             Err(e) => Err(e),
@@ -77,11 +84,15 @@ impl SandboxProvider {
             return Ok(state.into());
         }
         // Only a lost first submit was recorded: this one arrives. Anything received earlier stands.
-        sandbox_topup::Entity::update_many()
+        let arrives = sandbox_topup::Entity::update_many()
             .col_expr(sandbox_topup::Column::State, Expr::value(Some(state)))
             .filter(sandbox_topup::Column::Reference.eq(reference))
-            .filter(sandbox_topup::Column::State.is_null())
-            .exec(&self.db)
+            .filter(sandbox_topup::Column::State.is_null());
+        self.writes
+            .write(move |db| {
+                let arrives = arrives.clone();
+                Box::pin(async move { arrives.exec(db).await.map(|_| ()) })
+            })
             .await?;
         let held = self.find(reference).await?.and_then(|row| row.state);
         held.map(TopUpState::from).ok_or_else(|| DbErr::RecordNotFound(format!("sandbox top-up {reference}")))
@@ -146,7 +157,11 @@ mod tests {
     }
 
     async fn sandbox() -> SandboxProvider {
-        SandboxProvider::new(database().await)
+        provider(database().await)
+    }
+
+    fn provider(db: DatabaseConnection) -> SandboxProvider {
+        SandboxProvider::new(db.clone(), GroupCommit::new(db))
     }
 
     fn request(phone: &str) -> TopUpRequest {
@@ -206,13 +221,13 @@ mod tests {
     async fn another_instance_on_the_same_database_knows_what_was_received() {
         let db = database().await;
         let timed_out = request("88112202");
-        assert!(matches!(SandboxProvider::new(db.clone()).submit(&timed_out).await, Err(ProviderError::Unknown(_))));
+        assert!(matches!(provider(db.clone()).submit(&timed_out).await, Err(ProviderError::Unknown(_))));
         let lost = request("88112201");
-        assert!(matches!(SandboxProvider::new(db.clone()).submit(&lost).await, Err(ProviderError::Unknown(_))));
+        assert!(matches!(provider(db.clone()).submit(&lost).await, Err(ProviderError::Unknown(_))));
         let pending = request("88112203");
-        SandboxProvider::new(db.clone()).submit(&pending).await.unwrap();
+        provider(db.clone()).submit(&pending).await.unwrap();
 
-        let restarted = SandboxProvider::new(db);
+        let restarted = provider(db);
         let found = restarted.query(&timed_out.reference).await.unwrap().unwrap();
         assert_eq!(found.state, TopUpState::Delivered);
         assert_eq!(restarted.query(&lost.reference).await.unwrap(), None, "a lost submit was never received");
@@ -224,9 +239,7 @@ mod tests {
     async fn racing_submits_of_one_reference_agree() {
         let db = database().await;
         let r = request("88112201");
-        let answers =
-            futures::future::join_all((0..8).map(|_| async { SandboxProvider::new(db.clone()).submit(&r).await }))
-                .await;
+        let answers = futures::future::join_all((0..8).map(|_| async { provider(db.clone()).submit(&r).await })).await;
         assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 1, "one submit is lost: {answers:?}");
         assert!(answers.iter().flatten().all(|receipt| receipt.state == TopUpState::Delivered));
     }
