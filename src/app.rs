@@ -34,6 +34,8 @@ pub struct AppState {
     /// Writes that may share a commit (see [`crate::group_commit`]).
     pub writes: GroupCommit,
     pub orders: crate::services::orders::OrderIntake,
+    /// Where callback deliveries that change nothing else are stored.
+    pub deliveries: crate::services::deliveries::DeliveryLog,
     pub settings: Arc<Settings>,
     pub wechat: WechatPay,
     pub fulfiller: Fulfiller,
@@ -95,8 +97,19 @@ impl Application {
             settings.wechat.sandbox,
         );
         let orders = crate::services::orders::OrderIntake::new(&db, writes.clone());
-        let state =
-            AppState { db, writes, orders, settings: Arc::new(settings), wechat, fulfiller, alerter, notifier, limits };
+        let deliveries = crate::services::deliveries::DeliveryLog::new(&db, writes.clone());
+        let state = AppState {
+            db,
+            writes,
+            orders,
+            deliveries,
+            settings: Arc::new(settings),
+            wechat,
+            fulfiller,
+            alerter,
+            notifier,
+            limits,
+        };
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;

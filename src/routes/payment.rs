@@ -180,7 +180,16 @@ pub async fn handle_payment_callback(
             paid: Some(&state.limits.paid_orders),
         };
         let order_number = path_order_number.clone();
-        let outcome = match payments::record_payment(&state.db, &state.writes, &state.wechat, &check, delivery).await {
+        let outcome = match payments::record_payment(
+            &state.db,
+            &state.writes,
+            &state.deliveries,
+            &state.wechat,
+            &check,
+            delivery,
+        )
+        .await
+        {
             Ok(outcome) => outcome,
             Err(CallbackError::Unprocessable(detail)) => {
                 // Redelivery cannot fix it, but a person must see it: money may have arrived.

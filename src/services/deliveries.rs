@@ -2,11 +2,11 @@
 //! with what was decided about them, and how a failure to handle one is answered.
 
 use futures::future::BoxFuture;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseExecutor, EntityTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseExecutor, DbBackend, DbErr, EntityTrait};
 
 use super::ServiceError;
 use crate::entities::payment_event;
-use crate::group_commit::Work;
+use crate::group_commit::{Batched, GroupCommit, Work};
 use crate::wechat::WechatError;
 
 /// One delivery of the platform's payment callback, as received.
@@ -121,7 +121,7 @@ pub(crate) fn delivery_event(
 
 /// [`store_delivery`] of a delivery whose decision wrote nothing else, as a write that may share its
 /// commit with others (see [`crate::group_commit`]).
-pub(crate) struct StoreDelivery(pub payment_event::ActiveModel);
+struct StoreDelivery(payment_event::ActiveModel);
 
 impl Work for StoreDelivery {
     type Output = ();
@@ -129,6 +129,59 @@ impl Work for StoreDelivery {
     fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), sea_orm::DbErr>> {
         Box::pin(insert_event(db, self.0.clone()))
     }
+}
+
+/// Where a delivery whose decision wrote nothing else is stored. On SQLite through the group commit:
+/// there is one writer, the commit is what costs, and a statement in it is a function call. On MySQL
+/// and PostgreSQL a statement is a round trip and the server's own work, so [`INSERTERS`] tasks take
+/// the deliveries queued meanwhile and store them with one multi-row `INSERT`, its own commit; a batch
+/// the database refuses is stored row by row, each delivery answered with its own row's result.
+#[derive(Clone)]
+pub struct DeliveryLog {
+    writes: GroupCommit,
+    batched: Option<Batched<payment_event::ActiveModel, Result<(), DbErr>>>,
+}
+
+/// Batches of deliveries in flight at once on MySQL and PostgreSQL.
+const INSERTERS: usize = 4;
+
+impl DeliveryLog {
+    pub fn new(db: &DatabaseConnection, writes: GroupCommit) -> Self {
+        let batched = (db.get_database_backend() != DbBackend::Sqlite).then(|| {
+            let db = db.clone();
+            Batched::start(INSERTERS, move |events: Vec<payment_event::ActiveModel>| {
+                let db = db.clone();
+                Box::pin(async move { insert_events(&db, events).await })
+            })
+        });
+        DeliveryLog { writes, batched }
+    }
+
+    /// Stores `event`; answers once it is committed.
+    pub(crate) async fn store(&self, event: payment_event::ActiveModel) -> Result<(), DbErr> {
+        match &self.batched {
+            Some(batched) => batched
+                .submit(event)
+                .await
+                .unwrap_or_else(|| Err(DbErr::Custom("the delivery's batch did not finish".into()))),
+            None => self.writes.run(StoreDelivery(event)).await,
+        }
+    }
+}
+
+/// `events` in one `INSERT` when there are several, else (or when it is refused) one by one.
+async fn insert_events(db: &DatabaseConnection, events: Vec<payment_event::ActiveModel>) -> Vec<Result<(), DbErr>> {
+    let count = events.len();
+    if count > 1 {
+        match payment_event::Entity::insert_many(events.clone()).exec_without_returning(db).await {
+            Ok(_) => return (0..count).map(|_| Ok(())).collect(),
+            Err(error) => {
+                tracing::debug!(deliveries = count, %error, "a batch of deliveries was refused: each is stored alone")
+            }
+        }
+    }
+    let alone = events.into_iter().map(|event| insert_event(db, event));
+    futures::future::join_all(alone).await
 }
 
 /// What is kept of a body: all of it up to 16 KiB, else its first 16 KiB and a mark.
@@ -161,6 +214,39 @@ fn truncate(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sea_orm::{PaginatorTrait, Statement};
+
+    fn event(outcome: &str) -> payment_event::ActiveModel {
+        let body = br#"{"returnCode":"SUCCESS"}"#;
+        let delivery = CallbackDelivery {
+            path_order_number: "ORD1763900000000Ab3x",
+            headers: "{}".into(),
+            body,
+            received_at: crate::domain::now_utc(),
+        };
+        delivery_event("payment_callback", &delivery, outcome, None)
+    }
+
+    /// Deliveries stored together are one statement (the multi-row `INSERT` of MySQL and PostgreSQL);
+    /// one the database refuses among them fails alone, and the others are each stored once.
+    #[tokio::test]
+    async fn deliveries_stored_together_are_one_insert_and_a_refused_one_fails_alone() {
+        let (db, statements) = crate::services::testing::logged_database(|sql| {
+            sql.starts_with("INSERT").then(|| sql.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        })
+        .await;
+        let stored = insert_events(&db, vec![event("duplicate"), event("duplicate"), event("duplicate")]).await;
+        assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+        assert_eq!(statements.lock().unwrap().len(), 1, "{:?}", statements.lock().unwrap());
+
+        let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON payment_events WHEN NEW.outcome = 'refused' \
+                      BEGIN SELECT RAISE(ABORT, 'disk full'); END";
+        db.execute_raw(Statement::from_string(db.get_database_backend(), refuse)).await.unwrap();
+        let stored = insert_events(&db, vec![event("duplicate"), event("refused"), event("duplicate")]).await;
+        let ok: Vec<bool> = stored.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, false, true]);
+        assert_eq!(payment_event::Entity::find().count(&db).await.unwrap(), 5);
+    }
 
     #[test]
     fn a_large_body_is_cut_at_a_character_boundary() {

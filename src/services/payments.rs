@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use std::net::IpAddr;
 
-use super::deliveries::{delivery_event, store_delivery, OwnedDelivery, StoreDelivery};
+use super::deliveries::{delivery_event, store_delivery, DeliveryLog, OwnedDelivery};
 pub use super::deliveries::{CallbackDelivery, CallbackError};
 use super::orders::{find_by_number, find_order};
 use super::{refunds, ServiceError};
@@ -133,6 +133,7 @@ impl CallbackOutcome {
 pub async fn record_payment(
     db: &DatabaseConnection,
     writes: &GroupCommit,
+    log: &DeliveryLog,
     wechat: &WechatPay,
     check: &CallbackCheck<'_>,
     delivery: CallbackDelivery<'_>,
@@ -160,7 +161,7 @@ pub async fn record_payment(
             // Nothing changes on the order: the next copy may read it while this one is stored.
             turn = None;
             let event = delivery_event(KIND, &delivery, outcome.label(), stored_detail(&outcome));
-            writes.run(StoreDelivery(event)).await?;
+            log.store(event).await?;
             Ok(outcome)
         }
         Ok(Verdict::Confirm { order, truth }) => {
@@ -641,7 +642,7 @@ mod tests {
             body: &body,
             received_at: now_utc(),
         };
-        record_payment(db, writes, &wechat, &check, delivery).await
+        record_payment(db, writes, &DeliveryLog::new(db, writes.clone()), &wechat, &check, delivery).await
     }
 
     async fn order(db: &DatabaseConnection) -> order::Model {
