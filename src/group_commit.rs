@@ -219,7 +219,7 @@ impl<W: Work> Queued for Pending<W> {
 }
 
 /// The writer: takes what is queued, up to [`MAX_BATCH`], and commits it together.
-/// A write that panics fails its batch's answers (nothing of it is committed), not the writer.
+/// A write that panics fails the answers of its batch's writes not yet committed, not the writer.
 async fn write(db: DatabaseConnection, waiting: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Box<dyn Queued>>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -227,7 +227,11 @@ async fn write(db: DatabaseConnection, waiting: std::sync::Arc<tokio::sync::Mute
         let committed = std::panic::AssertUnwindSafe(commit_together(&db, &mut batch)).catch_unwind().await;
         if let Err(panic) = committed {
             let detail = crate::telemetry::panic_message(panic.as_ref());
-            tracing::error!(writes = batch.len(), panic = detail, "a write panicked; its batch is not committed");
+            tracing::error!(
+                writes = batch.len(),
+                panic = detail,
+                "a write panicked; what its batch had not committed is answered as failed"
+            );
             metrics::counter!("task_panics_total", "task" => "group commit").increment(1);
             for queued in &mut batch {
                 queued.forget();
