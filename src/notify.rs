@@ -7,8 +7,8 @@
 use chrono::Duration as Span;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, SqlErr,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    SqlErr, TryIntoModel,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +143,13 @@ impl Notifier {
         };
         let recorded = self.inner.writes.write(move |db| {
             let row = row.clone();
-            Box::pin(async move { row.insert(db).await })
+            // Not `row.insert(db)`: on MySQL, which has no RETURNING, that reads the row back.
+            Box::pin(async move {
+                let id = notification::Entity::insert(row.clone()).exec(db).await?.last_insert_id;
+                let mut row = row;
+                row.id = Set(id);
+                row.try_into_model()
+            })
         });
         let row = match recorded.await {
             Ok(row) => row,
