@@ -6,7 +6,10 @@
 //! write ceiling (`ceiling`).
 
 use futures::stream::{self, StreamExt};
-use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, QuerySelect,
+    Statement,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -95,6 +98,13 @@ fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun, ceiling: Option
         of_ceiling(load.per_second(), ceiling)
     );
     let outcomes: Vec<String> = tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} {n}")).collect();
+    if let Some(server) = &run.server {
+        println!(
+            "    the server's own count over the storm, per paid order (10 deliveries and its top-up): {:.1} statements, {:.1} of them COMMIT",
+            server.statements as f64 / tally.orders as f64,
+            server.commits as f64 / tally.orders as f64
+        );
+    }
     println!(
         "    paid exactly once: {}/{} orders, double transitions: {}, never accepted: {} (outcomes: {})",
         tally.accepted_once,
@@ -200,6 +210,8 @@ fn deliveries(orders: &[(String, i64)], url: impl Fn(&str) -> String) -> Vec<(St
 
 struct ServiceRun {
     load: Load,
+    /// On MariaDB: what the server counted while the storm ran.
+    server: Option<ServerCounts>,
     tally: Tally,
     idle: Memory,
     after: Memory,
@@ -217,11 +229,68 @@ async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> Service
         .buffered(PLACING_IN_FLIGHT)
         .collect()
         .await;
+    let counter = ServerCounter::connect(database_url).await;
+    let before = match &counter {
+        Some(counter) => Some(counter.read().await),
+        None => None,
+    };
     let load = load(deliveries(&orders, |number| format!("{base}/payment/callback/{number}"))).await;
+    // The top-ups the storm started finish within a few milliseconds of their callbacks.
+    tokio::time::sleep(SETTLE).await;
+    let server_counts = match (&counter, before) {
+        (Some(counter), Some(before)) => Some(counter.read().await.since(&before)),
+        _ => None,
+    };
     let after = server.memory();
     let tally = tally(database_url, &orders).await;
     server.stop().await;
-    ServiceRun { load, tally, idle, after }
+    ServiceRun { load, server: server_counts, tally, idle, after }
+}
+
+/// Statements and commits as MariaDB counts them (`SHOW GLOBAL STATUS`: `Questions`, `Com_commit`).
+struct ServerCounts {
+    statements: u64,
+    commits: u64,
+}
+
+impl ServerCounts {
+    fn since(&self, before: &ServerCounts) -> ServerCounts {
+        ServerCounts {
+            statements: self.statements.saturating_sub(before.statements),
+            commits: self.commits.saturating_sub(before.commits),
+        }
+    }
+}
+
+/// A connection that reads [`ServerCounts`]; only on MariaDB (PostgreSQL counts no statements without
+/// an extension). Its own reads add one statement each.
+struct ServerCounter(DatabaseConnection);
+
+impl ServerCounter {
+    async fn connect(database_url: &str) -> Option<Self> {
+        if !database_url.starts_with("mysql:") {
+            return None;
+        }
+        let db = Database::connect(database_url).await.unwrap_or_else(|e| panic!("cannot open {database_url}: {e}"));
+        Some(ServerCounter(db))
+    }
+
+    async fn read(&self) -> ServerCounts {
+        let sql = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')";
+        let rows =
+            self.0.query_all_raw(Statement::from_string(DbBackend::MySql, sql)).await.expect("SHOW GLOBAL STATUS");
+        let mut counts = ServerCounts { statements: 0, commits: 0 };
+        for row in rows {
+            let name: String = row.try_get_by_index(0).expect("variable name");
+            let value: String = row.try_get_by_index(1).expect("variable value");
+            let value = value.parse().unwrap_or_else(|_| panic!("{name} = {value} is not a count"));
+            match name.as_str() {
+                "Questions" => counts.statements = value,
+                _ => counts.commits = value,
+            }
+        }
+        counts
+    }
 }
 
 struct HelloRun {
