@@ -98,22 +98,11 @@ impl SandboxProvider {
         held.map(TopUpState::from).ok_or_else(|| DbErr::RecordNotFound(format!("sandbox top-up {reference}")))
     }
 
-    fn receipt(reference: &str, state: TopUpState) -> Receipt {
-        Receipt { state, provider_reference: Some(format!("SBX-{reference}")), message: Some("sandbox".into()) }
-    }
-}
-
-#[async_trait]
-impl TopUpProvider for SandboxProvider {
-    async fn submit(&self, request: &TopUpRequest) -> Result<Receipt, ProviderError> {
-        let reference = request.reference.as_str();
-        let ending = &request.phone_number[request.phone_number.len().saturating_sub(2)..];
-        // An ordinary number needs no lookup first: `remember` answers what was received already.
-        let special = ["00", "01", "02", "03"].contains(&ending);
-        if special {
-            if let Some(state) = self.find(reference).await.map_err(unknown)?.and_then(|row| row.state) {
-                return Ok(Self::receipt(reference, state.into()));
-            }
+    /// A number whose ending scripts a behaviour (`00` to `03`, see the table above); what was received
+    /// already for the reference stands.
+    async fn scripted(&self, reference: &str, ending: &str) -> Result<Receipt, ProviderError> {
+        if let Some(received) = self.query(reference).await? {
+            return Ok(received);
         }
         match ending {
             "00" => Err(ProviderError::Refused("sandbox: number not eligible for top-up".into())),
@@ -131,10 +120,27 @@ impl TopUpProvider for SandboxProvider {
                 self.remember(reference, SandboxTopUpState::Delivered).await.map_err(unknown)?;
                 Err(ProviderError::Unknown("sandbox: timed out".into()))
             }
-            "03" => {
+            // `03`
+            _ => {
                 let state = self.remember(reference, SandboxTopUpState::Pending).await.map_err(unknown)?;
                 Ok(Self::receipt(reference, state))
             }
+        }
+    }
+
+    fn receipt(reference: &str, state: TopUpState) -> Receipt {
+        Receipt { state, provider_reference: Some(format!("SBX-{reference}")), message: Some("sandbox".into()) }
+    }
+}
+
+#[async_trait]
+impl TopUpProvider for SandboxProvider {
+    async fn submit(&self, request: &TopUpRequest) -> Result<Receipt, ProviderError> {
+        let reference = request.reference.as_str();
+        let ending = &request.phone_number[request.phone_number.len().saturating_sub(2)..];
+        match ending {
+            "00" | "01" | "02" | "03" => self.scripted(reference, ending).await,
+            // No lookup first: `remember` answers what was received already.
             _ => {
                 let state = self.remember(reference, SandboxTopUpState::Delivered).await.map_err(unknown)?;
                 Ok(Self::receipt(reference, state))
