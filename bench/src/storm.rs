@@ -229,17 +229,18 @@ async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> Service
         .buffered(PLACING_IN_FLIGHT)
         .collect()
         .await;
-    let counter = ServerCounter::connect(database_url).await;
-    let before = match &counter {
-        Some(counter) => Some(counter.read().await),
+    let counting = match ServerCounter::connect(database_url).await {
+        Some(counter) => Some((counter.read().await, counter)),
         None => None,
     };
     let load = load(deliveries(&orders, |number| format!("{base}/payment/callback/{number}"))).await;
-    // The top-ups the storm started finish within a few milliseconds of their callbacks.
-    tokio::time::sleep(SETTLE).await;
-    let server_counts = match (&counter, before) {
-        (Some(counter), Some(before)) => Some(counter.read().await.since(&before)),
-        _ => None,
+    let server_counts = match &counting {
+        Some((before, counter)) => {
+            // The top-ups the storm started finish within a few milliseconds of their callbacks.
+            tokio::time::sleep(SETTLE).await;
+            Some(counter.read().await.since(before))
+        }
+        None => None,
     };
     let after = server.memory();
     let tally = tally(database_url, &orders).await;
