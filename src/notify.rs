@@ -56,6 +56,21 @@ impl NotifyEvent {
     }
 }
 
+/// Whom a message is about: an order to read, or one the caller holds.
+enum To {
+    Number(String),
+    Order(Box<order::Model>),
+}
+
+impl To {
+    fn order_number(&self) -> &str {
+        match self {
+            To::Number(number) => number,
+            To::Order(order) => &order.order_number,
+        }
+    }
+}
+
 /// Tries a message gets before it is `failed`.
 const MAX_ATTEMPTS: i32 = 6;
 /// A try under way holds the message this long (its lease), so one replica sends it.
@@ -94,10 +109,20 @@ impl Notifier {
 
     /// Records the message and sends it in the background; returns at once.
     pub fn notify(&self, order_number: &str, event: NotifyEvent, reason: Option<String>) {
+        self.spawn(To::Number(order_number.to_string()), event, reason);
+    }
+
+    /// [`Notifier::notify`] about an order the caller holds: the buyer, the product and the amount
+    /// never change, so the order is not read again.
+    pub fn notify_order(&self, order: order::Model, event: NotifyEvent, reason: Option<String>) {
+        self.spawn(To::Order(Box::new(order)), event, reason);
+    }
+
+    fn spawn(&self, to: To, event: NotifyEvent, reason: Option<String>) {
         let this = self.clone();
-        let order_number = order_number.to_string();
         tokio::spawn(crate::telemetry::contain_panics("notify", async move {
-            if let Err(error) = this.record_and_send(&order_number, event, reason.as_deref()).await {
+            if let Err(error) = this.record_and_send(&to, event, reason.as_deref()).await {
+                let order_number = to.order_number();
                 tracing::error!(order_number, event = event.as_str(), %error, "notification could not be recorded");
             }
         }));
@@ -119,14 +144,20 @@ impl Notifier {
         })
     }
 
-    async fn record_and_send(&self, order_number: &str, event: NotifyEvent, reason: Option<&str>) -> Result<(), DbErr> {
+    async fn record_and_send(&self, to: &To, event: NotifyEvent, reason: Option<&str>) -> Result<(), DbErr> {
         let Some(template) = self.template(event) else { return Ok(()) };
-        let db = &self.inner.db;
-        let Some(order) = order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await?
-        else {
-            return Ok(());
+        let read;
+        let order: &order::Model = match to {
+            To::Order(order) => order,
+            To::Number(number) => {
+                let found = order::Entity::find().filter(order::Column::OrderNumber.eq(number));
+                let Some(found) = found.one(&self.inner.db).await? else { return Ok(()) };
+                read = found;
+                &read
+            }
         };
-        let data = message_data(&template, &order, event, reason);
+        let order_number = order.order_number.as_str();
+        let data = message_data(&template, order, event, reason);
         let now = now_utc();
         let row = notification::ActiveModel {
             order_number: Set(order_number.to_string()),
@@ -307,6 +338,36 @@ pub fn fit(key: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::PhoneNumber;
+    use crate::services::orders::place_order;
+
+    /// A sandbox notifier (messages recorded, not sent) on a database that logs the first words of
+    /// every statement, and an order to notify about.
+    async fn notifier() -> (Notifier, order::Model, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let (db, log) = crate::services::testing::logged_database(|sql| {
+            Some(sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ").replace(['"', '`'], ""))
+        })
+        .await;
+        let phone = PhoneNumber::parse("+8613800000000").unwrap();
+        let order = place_order(&db, "oTestBuyer", 1, &phone).await.unwrap();
+        log.lock().unwrap().clear();
+        let writes = GroupCommit::new(db.clone());
+        (Notifier::new(db, writes, NotifySettings::default(), "http://127.0.0.1:9", true), order, log)
+    }
+
+    #[tokio::test]
+    async fn a_message_about_a_held_order_is_one_insert_and_no_read() {
+        let (notifier, order, log) = notifier().await;
+        let number = order.order_number.clone();
+        notifier.record_and_send(&To::Order(Box::new(order)), NotifyEvent::Delivered, None).await.unwrap();
+        assert_eq!(*log.lock().unwrap(), ["INSERT INTO notifications (order_number,"]);
+
+        // By number, the order is read first; the message is recorded once.
+        notifier.record_and_send(&To::Number(number), NotifyEvent::Refunded, None).await.unwrap();
+        let log = log.lock().unwrap();
+        assert!(log[1].starts_with("SELECT") && log[1].contains("orders"), "{log:?}");
+        assert_eq!(log.len(), 3, "{log:?}");
+    }
 
     #[test]
     fn values_are_cut_to_their_kind_and_never_fail() {

@@ -65,6 +65,14 @@ pub enum FulfilOutcome {
     NotClaimed,
 }
 
+/// What one attempt did, with the order as it held it when it claimed one: the reactions to a delivery
+/// take the buyer and the product from it instead of reading the order again (they never change).
+#[derive(Debug)]
+pub struct Attempt {
+    pub outcome: FulfilOutcome,
+    pub order: Option<order::Model>,
+}
+
 /// Builds the configured carrier adapter. The sandbox carrier keeps what it received in `db`, written
 /// through `writes`.
 pub fn provider_from_settings(
@@ -174,31 +182,43 @@ impl Fulfiller {
     /// Claims the order if it is due, then delivers it, retries it later, fails it on proof, or leaves
     /// it unresolved.
     pub async fn fulfil_order(&self, order_number: &str) -> Result<FulfilOutcome, DbErr> {
+        Ok(self.attempt(order_number).await?.outcome)
+    }
+
+    /// [`Fulfiller::fulfil_order`], with the order as the attempt held it.
+    pub async fn attempt(&self, order_number: &str) -> Result<Attempt, DbErr> {
         let span = tracing::info_span!("fulfilment.fulfil", order_number, attempt = tracing::field::Empty);
         tracing::Instrument::instrument(self.fulfil(order_number), span).await
     }
 
-    async fn fulfil(&self, order_number: &str) -> Result<FulfilOutcome, DbErr> {
+    async fn fulfil(&self, order_number: &str) -> Result<Attempt, DbErr> {
+        let unclaimed = Attempt { outcome: FulfilOutcome::NotClaimed, order: None };
         let db = &self.inner.db;
         let Some(seen) = order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await?
         else {
-            return Ok(FulfilOutcome::NotClaimed);
+            return Ok(unclaimed);
         };
         // Status layer: an order already delivered, failed, or held by a live claim is left alone.
         if !is_due(&seen, now_utc()) {
-            return Ok(FulfilOutcome::NotClaimed);
+            return Ok(unclaimed);
         }
         // In hand from before the claim to the last write: shutdown hands over no claim of this attempt,
         // neither between its claim and first call nor between a query and the submit it leads to.
         let _in_hand = InHand::hold(&self.inner.in_hand, order_number);
         let Some(claim) = self.claim(&seen).await? else {
-            return Ok(FulfilOutcome::NotClaimed);
+            return Ok(unclaimed);
         };
+        let outcome = self.work(&claim).await?;
+        Ok(Attempt { outcome, order: Some(claim.order) })
+    }
+
+    /// Calls the carrier for a claimed order until the policy reaches an outcome, and writes it.
+    async fn work(&self, claim: &Claim) -> Result<FulfilOutcome, DbErr> {
         let mut call = policy::first_call(claim.submitted_before);
         loop {
             let answer = match call {
-                Call::Query => self.query(&claim).await?,
-                Call::Submit => self.submit(&claim).await?,
+                Call::Query => self.query(claim).await?,
+                Call::Submit => self.submit(claim).await?,
             };
             let (answer, message) = answer;
             let used = u32::try_from(claim.attempt.saturating_sub(claim.order.budget_from)).unwrap_or(u32::MAX).max(1);
@@ -207,18 +227,18 @@ impl Fulfiller {
                     // The query may have taken long enough for the lease to lapse and another attempt to
                     // claim the order: submit only while this claim still holds it (a write, so the check
                     // and the claim are ordered in the database).
-                    if call == Call::Query && !self.update_held(&claim, vec![]).await? {
+                    if call == Call::Query && !self.update_held(claim, vec![]).await? {
                         return Ok(FulfilOutcome::NotClaimed);
                     }
                     call = Call::Submit
                 }
-                Step::Deliver => return self.deliver(&claim, message).await,
+                Step::Deliver => return self.deliver(claim, message).await,
                 Step::Fail => {
                     let reason = message.unwrap_or_else(|| "the carrier reported the top-up failed".into());
-                    return self.fail(&claim, &reason).await;
+                    return self.fail(claim, &reason).await;
                 }
-                Step::RetryLater => return self.retry_later(&claim, used, &describe(answer, message)).await,
-                Step::Unresolved => return self.unresolved(&claim, used, &describe(answer, message)).await,
+                Step::RetryLater => return self.retry_later(claim, used, &describe(answer, message)).await,
+                Step::Unresolved => return self.unresolved(claim, used, &describe(answer, message)).await,
             }
         }
     }

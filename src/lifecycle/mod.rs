@@ -13,7 +13,7 @@ pub use transition::{transition, transition_shared, Moved};
 use crate::alerts::AlertKind;
 use crate::app::AppState;
 use crate::domain::RefundStatus;
-use crate::entities::refund;
+use crate::entities::{order, refund};
 use crate::fulfilment::FulfilOutcome;
 use crate::notify::NotifyEvent;
 use crate::services::payments::{self, Confirmation, Finding};
@@ -26,8 +26,10 @@ pub enum Happened {
     Paid { order_number: String },
     /// An operator put a failed or unresolved top-up back in line: start it.
     RetryRequested { order_number: String },
-    /// A fulfilment attempt ended.
-    Fulfilment { order_number: String, outcome: FulfilOutcome },
+    /// A fulfilment attempt ended, or an operator settled the top-up. `held` is the order as the
+    /// attempt or the operator left it, when at hand: the buyer and the product are taken from it (they
+    /// never change) instead of reading the order again.
+    Fulfilment { order_number: String, outcome: FulfilOutcome, held: Option<Box<order::Model>> },
     /// A payment arrived for a closed order; its whole refund was opened with the payment.
     LatePayment(refund::Model),
     /// A payment or callback that does not fit the order (forged, another amount, a second payment).
@@ -43,7 +45,7 @@ pub fn react(state: &AppState, happened: Happened) {
         Happened::Paid { order_number } | Happened::RetryRequested { order_number } => {
             start_fulfilment(state, order_number)
         }
-        Happened::Fulfilment { order_number, outcome } => match outcome {
+        Happened::Fulfilment { order_number, outcome, held } => match outcome {
             FulfilOutcome::Failed(reason) => {
                 state.alerter.raise(AlertKind::TopUpFailed, &order_number, &reason);
                 if state.settings.lifecycle.auto_refund_on_failure {
@@ -53,7 +55,10 @@ pub fn react(state: &AppState, happened: Happened) {
             FulfilOutcome::Unresolved(reason) => {
                 state.alerter.raise(AlertKind::TopUpUnresolved, &order_number, &reason);
             }
-            FulfilOutcome::Delivered => state.notifier.notify(&order_number, NotifyEvent::Delivered, None),
+            FulfilOutcome::Delivered => match held {
+                Some(order) => state.notifier.notify_order(*order, NotifyEvent::Delivered, None),
+                None => state.notifier.notify(&order_number, NotifyEvent::Delivered, None),
+            },
             FulfilOutcome::Retrying | FulfilOutcome::NotClaimed => {}
         },
         Happened::LatePayment(refund) => drive_refund(state, refund),
@@ -134,8 +139,9 @@ pub async fn react_to_finding(state: &AppState, order_number: &str, finding: Fin
 
 /// Fulfils the order now and reacts to the outcome: what the background task, the sweep and tests run.
 pub async fn fulfil(state: &AppState, order_number: &str) -> Result<FulfilOutcome, sea_orm::DbErr> {
-    let outcome = state.fulfiller.fulfil_order(order_number).await?;
-    react(state, Happened::Fulfilment { order_number: order_number.to_string(), outcome: outcome.clone() });
+    let attempt = state.fulfiller.attempt(order_number).await?;
+    let (outcome, held) = (attempt.outcome, attempt.order.map(Box::new));
+    react(state, Happened::Fulfilment { order_number: order_number.to_string(), outcome: outcome.clone(), held });
     Ok(outcome)
 }
 

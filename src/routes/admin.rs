@@ -389,7 +389,8 @@ pub async fn mark_delivered(
     let order = lifecycle::to_completion(async move {
         let order = admin::mark_delivered(&task_state.db, &order_number, &note).await?;
         let outcome = crate::fulfilment::FulfilOutcome::Delivered;
-        lifecycle::react(&task_state, Happened::Fulfilment { order_number: order.order_number.clone(), outcome });
+        let (order_number, held) = (order.order_number.clone(), Some(Box::new(order.clone())));
+        lifecycle::react(&task_state, Happened::Fulfilment { order_number, outcome, held });
         Ok::<_, crate::services::ServiceError>(order)
     })
     .await??;
