@@ -182,29 +182,42 @@ impl Fulfiller {
     /// Claims the order if it is due, then delivers it, retries it later, fails it on proof, or leaves
     /// it unresolved.
     pub async fn fulfil_order(&self, order_number: &str) -> Result<FulfilOutcome, DbErr> {
-        Ok(self.attempt(order_number).await?.outcome)
+        Ok(self.attempt(order_number, None).await?.outcome)
     }
 
-    /// [`Fulfiller::fulfil_order`], with the order as the attempt held it.
-    pub async fn attempt(&self, order_number: &str) -> Result<Attempt, DbErr> {
+    /// [`Fulfiller::fulfil_order`], with the order as the attempt held it. `seen` is the order as the
+    /// caller last wrote it (the payment that made it due): the claim is tried on it without reading
+    /// the order first. The claim's guard holds everything the attempt decides on, so a stale `seen`
+    /// only loses the claim; the order is then read and decided again, as without it.
+    pub async fn attempt(&self, order_number: &str, seen: Option<order::Model>) -> Result<Attempt, DbErr> {
         let span = tracing::info_span!("fulfilment.fulfil", order_number, attempt = tracing::field::Empty);
-        tracing::Instrument::instrument(self.fulfil(order_number), span).await
+        tracing::Instrument::instrument(self.fulfil(order_number, seen), span).await
     }
 
-    async fn fulfil(&self, order_number: &str) -> Result<Attempt, DbErr> {
-        let unclaimed = Attempt { outcome: FulfilOutcome::NotClaimed, order: None };
+    async fn fulfil(&self, order_number: &str, seen: Option<order::Model>) -> Result<Attempt, DbErr> {
+        if let Some(seen) = seen.filter(|seen| seen.order_number == order_number) {
+            let attempt = self.claim_and_work(seen).await?;
+            if attempt.order.is_some() {
+                return Ok(attempt);
+            }
+        }
         let db = &self.inner.db;
-        let Some(seen) = order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await?
-        else {
-            return Ok(unclaimed);
-        };
+        match order::Entity::find().filter(order::Column::OrderNumber.eq(order_number)).one(db).await? {
+            Some(seen) => self.claim_and_work(seen).await,
+            None => Ok(Attempt { outcome: FulfilOutcome::NotClaimed, order: None }),
+        }
+    }
+
+    /// Claims the order if `seen` is due and the database still holds it so, then works on it.
+    async fn claim_and_work(&self, seen: order::Model) -> Result<Attempt, DbErr> {
+        let unclaimed = Attempt { outcome: FulfilOutcome::NotClaimed, order: None };
         // Status layer: an order already delivered, failed, or held by a live claim is left alone.
         if !is_due(&seen, now_utc()) {
             return Ok(unclaimed);
         }
         // In hand from before the claim to the last write: shutdown hands over no claim of this attempt,
         // neither between its claim and first call nor between a query and the submit it leads to.
-        let _in_hand = InHand::hold(&self.inner.in_hand, order_number);
+        let _in_hand = InHand::hold(&self.inner.in_hand, &seen.order_number);
         let Some(claim) = self.claim(&seen).await? else {
             return Ok(unclaimed);
         };
@@ -245,7 +258,9 @@ impl Fulfiller {
 
     /// Layer two: one conditional UPDATE takes the order if it is still exactly as `seen` (the attempt
     /// counter is its version) and due. Exactly one racer sees a row affected. The claim also records
-    /// `submitted` before the carrier is called, so a crash mid-call leaves "query first" behind.
+    /// `submitted` before the carrier is called, so a crash mid-call leaves "query first" behind. The
+    /// guard also holds what the attempt decides on besides the status, `submitted` (submit or query
+    /// first) and `budget_from` (the budget used), however old the copy it was given.
     async fn claim(&self, seen: &order::Model) -> Result<Option<Claim>, DbErr> {
         let now = now_utc();
         let attempt = seen.fulfil_attempts.saturating_add(1);
@@ -257,8 +272,11 @@ impl Fulfiller {
             (order::Column::FulfilAttempts, Expr::value(attempt)),
             (order::Column::Submitted, Expr::value(true)),
         ];
-        let guard =
-            Condition::all().add(order::Column::FulfilAttempts.eq(seen.fulfil_attempts)).add(due_condition(now));
+        let guard = Condition::all()
+            .add(order::Column::FulfilAttempts.eq(seen.fulfil_attempts))
+            .add(order::Column::Submitted.eq(seen.submitted))
+            .add(order::Column::BudgetFrom.eq(seen.budget_from))
+            .add(due_condition(now));
         if !transition_shared(&self.inner.writes, seen, OrderEvent::FulfilmentStarted, sets, guard).await?.won() {
             return Ok(None);
         }
@@ -556,4 +574,92 @@ fn chrono_duration(d: Duration) -> ChronoDuration {
 
 fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhoneNumber;
+    use crate::entities::fulfilment_attempt;
+    use crate::services::orders::{find_by_number, place_order};
+    use sea_orm::QueryOrder;
+
+    /// A sandbox carrier's fulfiller on a database that logs each statement's first words, and a paid
+    /// order (as read back) that the sandbox delivers at once.
+    async fn paid_order() -> (Fulfiller, DatabaseConnection, order::Model, Arc<Mutex<Vec<String>>>) {
+        let (db, log) = crate::services::testing::logged_database(|sql| {
+            Some(sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ").replace(['"', '`'], ""))
+        })
+        .await;
+        let phone = PhoneNumber::parse("+8613800000012").unwrap();
+        let number = place_order(&db, "oTestBuyer", 1, &phone).await.unwrap().order_number;
+        order::Entity::update_many()
+            .col_expr(order::Column::Status, Expr::value(OrderStatus::Paid))
+            .col_expr(order::Column::TransactionId, Expr::value("4200000000000000000000000001"))
+            .filter(order::Column::OrderNumber.eq(&number))
+            .exec(&db)
+            .await
+            .unwrap();
+        let paid = find_by_number(&db, &number).await.unwrap().unwrap();
+        let settings = FulfilmentSettings {
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(10),
+            lease: Duration::from_secs(60),
+            concurrency: 1,
+            batch_size: 10,
+        };
+        let writes = GroupCommit::new(db.clone());
+        let carrier = Arc::new(SandboxProvider::new(db.clone(), writes.clone()));
+        log.lock().unwrap().clear();
+        (Fulfiller::new(db.clone(), writes, carrier, settings), db, paid, log)
+    }
+
+    #[tokio::test]
+    async fn an_order_the_caller_saw_paid_is_claimed_without_reading_it_first() {
+        let (fulfiller, db, paid, log) = paid_order().await;
+        let number = paid.order_number.clone();
+
+        let attempt = fulfiller.attempt(&number, Some(paid)).await.unwrap();
+
+        assert_eq!(attempt.outcome, FulfilOutcome::Delivered);
+        assert_eq!(log.lock().unwrap().first().map(String::as_str), Some("UPDATE orders SET"), "{log:?}");
+        assert!(!log.lock().unwrap().iter().any(|s| s.starts_with("SELECT") && s.contains("orders")), "{log:?}");
+        let held = attempt.order.expect("the order the attempt claimed");
+        assert_eq!((held.status, held.fulfil_attempts), (OrderStatus::Recharging, 1));
+        assert_eq!(find_by_number(&db, &number).await.unwrap().unwrap().status, OrderStatus::Success);
+    }
+
+    /// A caller's copy that no longer says what the database holds loses the claim, and the order is
+    /// read and decided again: here a claim of another attempt marked it `submitted` (the operator
+    /// then put it back in line as `paid`), so the carrier is asked before anything is submitted.
+    #[tokio::test]
+    async fn a_stale_copy_loses_the_claim_and_the_order_is_read_and_decided_again() {
+        let (fulfiller, db, paid, log) = paid_order().await;
+        let number = paid.order_number.clone();
+        order::Entity::update_many()
+            .col_expr(order::Column::Submitted, Expr::value(true))
+            .filter(order::Column::OrderNumber.eq(&number))
+            .exec(&db)
+            .await
+            .unwrap();
+        log.lock().unwrap().clear();
+
+        let attempt = fulfiller.attempt(&number, Some(paid)).await.unwrap();
+
+        assert_eq!(attempt.outcome, FulfilOutcome::Delivered);
+        let log = log.lock().unwrap().clone();
+        let read = log.iter().position(|s| s.starts_with("SELECT") && s.contains("orders")).expect("a read");
+        assert!(log[..read].iter().all(|s| !s.starts_with("INSERT")), "nothing reached the carrier first: {log:?}");
+        let calls: Vec<String> = fulfilment_attempt::Entity::find()
+            .filter(fulfilment_attempt::Column::OrderNumber.eq(&number))
+            .order_by_asc(fulfilment_attempt::Column::Id)
+            .all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|call| call.action)
+            .collect();
+        assert_eq!(calls, ["query", "submit"], "submitted before: the carrier is asked first");
+    }
 }

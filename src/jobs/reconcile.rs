@@ -127,7 +127,7 @@ async fn reconcile_one(
         Finding::NotPaid => {}
         finding => {
             match &finding {
-                Finding::Confirmed(Confirmation::Paid) => {
+                Finding::Confirmed(Confirmation::Paid(_)) => {
                     tracing::warn!(
                         order_number = order.order_number,
                         "payment found by query; its callback was lost or late"

@@ -22,8 +22,9 @@ use crate::services::refunds;
 /// Something happened to an order that may call for a reaction.
 #[derive(Debug)]
 pub enum Happened {
-    /// `unpaid → paid`: start the top-up.
-    Paid { order_number: String },
+    /// `unpaid → paid`: start the top-up. `seen` is the order as the payment left it, when at hand:
+    /// the top-up claims it without reading it first.
+    Paid { order_number: String, seen: Option<Box<order::Model>> },
     /// An operator put a failed or unresolved top-up back in line: start it.
     RetryRequested { order_number: String },
     /// A fulfilment attempt ended, or an operator settled the top-up. `held` is the order as the
@@ -42,9 +43,8 @@ pub enum Happened {
 /// Never waits: anything slow runs on a tracked task.
 pub fn react(state: &AppState, happened: Happened) {
     match happened {
-        Happened::Paid { order_number } | Happened::RetryRequested { order_number } => {
-            start_fulfilment(state, order_number)
-        }
+        Happened::Paid { order_number, seen } => start_fulfilment(state, order_number, seen.map(|seen| *seen)),
+        Happened::RetryRequested { order_number } => start_fulfilment(state, order_number, None),
         Happened::Fulfilment { order_number, outcome, held } => match outcome {
             FulfilOutcome::Failed(reason) => {
                 state.alerter.raise(AlertKind::TopUpFailed, &order_number, &reason);
@@ -116,7 +116,7 @@ pub struct Interrupted;
 pub fn react_to_confirmation(state: &AppState, order_number: &str, confirmation: Confirmation) {
     let order_number = order_number.to_string();
     match confirmation {
-        Confirmation::Paid => react(state, Happened::Paid { order_number }),
+        Confirmation::Paid(seen) => react(state, Happened::Paid { order_number, seen: Some(seen) }),
         Confirmation::LatePayment(refund) => react(state, Happened::LatePayment(refund)),
         Confirmation::SecondPayment(detail) => react(state, Happened::Anomaly { order_number, detail }),
         Confirmation::Duplicate => {}
@@ -139,7 +139,16 @@ pub async fn react_to_finding(state: &AppState, order_number: &str, finding: Fin
 
 /// Fulfils the order now and reacts to the outcome: what the background task, the sweep and tests run.
 pub async fn fulfil(state: &AppState, order_number: &str) -> Result<FulfilOutcome, sea_orm::DbErr> {
-    let attempt = state.fulfiller.attempt(order_number).await?;
+    fulfil_seen(state, order_number, None).await
+}
+
+/// [`fulfil`], trying the claim on the order as the caller last wrote it (see `Fulfiller::attempt`).
+async fn fulfil_seen(
+    state: &AppState,
+    order_number: &str,
+    seen: Option<order::Model>,
+) -> Result<FulfilOutcome, sea_orm::DbErr> {
+    let attempt = state.fulfiller.attempt(order_number, seen).await?;
     let (outcome, held) = (attempt.outcome, attempt.order.map(Box::new));
     react(state, Happened::Fulfilment { order_number: order_number.to_string(), outcome: outcome.clone(), held });
     Ok(outcome)
@@ -147,11 +156,11 @@ pub async fn fulfil(state: &AppState, order_number: &str) -> Result<FulfilOutcom
 
 /// Starts fulfilment in the background and never delays the caller. If this process dies first, the
 /// sweep finds the order.
-fn start_fulfilment(state: &AppState, order_number: String) {
+fn start_fulfilment(state: &AppState, order_number: String, seen: Option<order::Model>) {
     tracing::info!(order_number, "starting fulfilment");
     let task_state = state.clone();
     state.fulfiller.track(async move {
-        if let Err(error) = fulfil(&task_state, &order_number).await {
+        if let Err(error) = fulfil_seen(&task_state, &order_number, seen).await {
             // The order stays due; the sweep picks it up.
             tracing::error!(order_number, %error, "fulfilment interrupted by a database error");
         }

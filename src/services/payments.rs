@@ -14,7 +14,7 @@ use super::{refunds, ServiceError};
 use crate::domain::{now_utc, Money, OrderEvent, OrderNumber, OrderStatus};
 use crate::entities::{order, refund};
 use crate::group_commit::{GroupCommit, Work};
-use crate::lifecycle::transition;
+use crate::lifecycle::{transition, Moved};
 use crate::limits::{Paid, PaidOrders};
 use crate::wechat::{PaymentNotice, PaymentParams, PaymentStatus, PrepayRequest, TradeState, WechatPay};
 
@@ -101,7 +101,7 @@ pub enum CallbackOutcome {
 impl CallbackOutcome {
     fn label(&self) -> &'static str {
         match self {
-            CallbackOutcome::Confirmed(Confirmation::Paid) => "accepted",
+            CallbackOutcome::Confirmed(Confirmation::Paid(_)) => "accepted",
             CallbackOutcome::Confirmed(Confirmation::LatePayment(_)) => "late_payment",
             CallbackOutcome::Confirmed(Confirmation::Duplicate) => "duplicate",
             CallbackOutcome::Confirmed(Confirmation::SecondPayment(_)) | CallbackOutcome::Anomaly(_) => "anomaly",
@@ -168,7 +168,7 @@ pub async fn record_payment(
             let recording =
                 RecordConfirmed { order: order.clone(), truth: truth.clone(), delivery: (&delivery).into() };
             let recorded = writes.run(recording).await.unwrap_or_else(|error| Err(error.into()));
-            if let (Ok(CallbackOutcome::Confirmed(Confirmation::Paid | Confirmation::Duplicate)), Some(id)) =
+            if let (Ok(CallbackOutcome::Confirmed(Confirmation::Paid(_) | Confirmation::Duplicate)), Some(id)) =
                 (&recorded, &truth.transaction_id)
             {
                 remember_paid(check, &order.order_number, id, Money::from_stored(order.amount).to_fen());
@@ -466,8 +466,9 @@ pub async fn confirm_from_query(
 /// What a confirmed payment did to its order.
 #[derive(Debug)]
 pub enum Confirmation {
-    /// `unpaid → paid`: this caller made the transition; fulfilment should start.
-    Paid,
+    /// `unpaid → paid`: this caller made the transition (carried: the order as it left it); fulfilment
+    /// should start.
+    Paid(Box<order::Model>),
     /// `closed → refunding`: recorded, and a full refund opened.
     LatePayment(refund::Model),
     /// Already recorded with this transaction.
@@ -493,8 +494,14 @@ async fn confirm_payment(
     };
     if order.status == OrderStatus::Unpaid {
         let moved = transition(db, order, OrderEvent::PaymentConfirmed, payment(), Condition::all()).await?;
-        if moved.won() {
-            return Ok(Confirmation::Paid);
+        if let Moved::Won { to, .. } = moved {
+            let paid = order::Model {
+                status: to,
+                transaction_id: Some(transaction_id.to_string()),
+                paid_at: Some(paid_at),
+                ..order.clone()
+            };
+            return Ok(Confirmation::Paid(Box::new(paid)));
         }
     }
     let current = find_by_number(db, &order.order_number).await?.ok_or(ServiceError::OrderNotFound)?;
@@ -672,7 +679,7 @@ mod tests {
 
         assert!(matches!(
             deliver(&db, &order.order_number).await.unwrap(),
-            CallbackOutcome::Confirmed(Confirmation::Paid)
+            CallbackOutcome::Confirmed(Confirmation::Paid(_))
         ));
         assert_eq!(*writes.lock().unwrap(), ["UPDATE orders SET", "INSERT INTO payment_events"]);
         writes.lock().unwrap().clear();
@@ -698,7 +705,7 @@ mod tests {
         let paid = PaidOrders::new(16);
         let number = order.order_number.as_str();
         let delivered = deliver_body(&db, number, body(number), Some(&paid)).await.unwrap();
-        assert!(matches!(delivered, CallbackOutcome::Confirmed(Confirmation::Paid)), "{delivered:?}");
+        assert!(matches!(delivered, CallbackOutcome::Confirmed(Confirmation::Paid(_))), "{delivered:?}");
         statements.lock().unwrap().clear();
 
         let again = deliver_body(&db, number, body(number), Some(&paid)).await.unwrap();
@@ -742,7 +749,8 @@ mod tests {
             crate::group_commit::testing::one_batch(&writes, copies, 12, crate::group_commit::testing::Refused).await;
 
         assert!(refused.is_err());
-        let paid = outcomes.iter().filter(|o| matches!(o, Ok(CallbackOutcome::Confirmed(Confirmation::Paid)))).count();
+        let paid =
+            outcomes.iter().filter(|o| matches!(o, Ok(CallbackOutcome::Confirmed(Confirmation::Paid(_))))).count();
         assert_eq!(paid, 4, "{outcomes:?}");
         assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
         let events = crate::entities::payment_event::Entity::find().all(&db).await.unwrap();
@@ -784,6 +792,6 @@ mod tests {
             db.execute_raw(refuse(&format!("DROP TRIGGER refuse_{event}"))).await.unwrap();
         }
         let redelivered = deliver(&db, &order.order_number).await.unwrap();
-        assert!(matches!(redelivered, CallbackOutcome::Confirmed(Confirmation::Paid)), "{redelivered:?}");
+        assert!(matches!(redelivered, CallbackOutcome::Confirmed(Confirmation::Paid(_))), "{redelivered:?}");
     }
 }

@@ -345,7 +345,10 @@ async fn shutdown_keeps_the_lease_of_a_claim_whose_carrier_call_is_still_running
     let mut app = spawn_app_with(&[("TOPUP_TIMEOUT_MS", "5000"), ("FULFILMENT_LEASE_SECONDS", "60")]).await;
     mount_submit(&app, delivered().set_delay(Duration::from_secs(4)), 1).await;
     let number = app.paid_order_in_db("+97688112233").await;
-    wxtopup::lifecycle::react(&app.state, wxtopup::lifecycle::Happened::Paid { order_number: number.clone() });
+    wxtopup::lifecycle::react(
+        &app.state,
+        wxtopup::lifecycle::Happened::Paid { order_number: number.clone(), seen: None },
+    );
     // Wait until the worker holds the claim and the submit is on its way.
     for _ in 0..100 {
         if app.order(&number).await.submitted {

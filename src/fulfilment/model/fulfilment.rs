@@ -16,8 +16,9 @@
 //!   its whole refund in the same write.
 //! - The claim: enabled on a `FulfilmentStarted` source that is `paid` or whose lease is lapsed or
 //!   cleared (a retry whose time came, an unresolved order's next sweep). The read it compares against
-//!   is folded into the write: the only field the worker keeps from it, `submitted`, changes only with
-//!   the version the write compares. The claim sets `submitted` and sends `first_call(submitted before)`.
+//!   (or the copy the payment left) is folded into the write: the fields the worker keeps from it,
+//!   `submitted` and `budget_from`, are in the write's guard beside the version. The claim sets
+//!   `submitted` and sends `first_call(submitted before)`.
 //! - Carrier calls as messages: a request on the wire reaches the carrier or is lost; the reply comes
 //!   back or is lost; a loss reaches the worker as `Answer::Unknown`. The carrier is `NotReceived`,
 //!   `Pending`, `Delivered` or `Failed`; a submit it has never seen becomes any of the last three, any
@@ -731,7 +732,7 @@ impl Model {
     }
 
     /// The claim: one conditional UPDATE on the version (the read it compares against is folded in: the
-    /// only field the worker keeps from it, `submitted`, changes only with the version).
+    /// fields the worker keeps from it, `submitted` and `budget_from`, are in the guard).
     fn claim(&self, s: &State, w: usize, out: &mut Vec<(Action, State)>) {
         let Some(to) = fire(s.status, OrderEvent::FulfilmentStarted) else { return };
         let due = s.status == OrderStatus::Paid || !s.lease.is_some_and(|lease| lease.live);
