@@ -509,31 +509,14 @@ mod tests {
     #[tokio::test]
     async fn a_top_ups_writes_share_the_writers_commits() {
         use crate::domain::OrderStatus;
-        use sea_orm::sea_query::Expr;
-        use sea_orm::{ColumnTrait, QueryFilter};
         let dir = tempfile::tempdir().unwrap();
         let db = sqlite_file(&dir).await;
         let writes = GroupCommit::new(db.clone());
         // Any ending but 00 to 03 is delivered at once by the sandbox carrier.
         let delivered = PlaceOrder { phone: PhoneNumber::parse("+8613800000012").unwrap(), ..placing(1) };
         let number = writes.run(delivered).await.unwrap().unwrap().order_number;
-        order::Entity::update_many()
-            .col_expr(order::Column::Status, Expr::value(OrderStatus::Paid))
-            .col_expr(order::Column::TransactionId, Expr::value("4200000000000000000000000001"))
-            .filter(order::Column::OrderNumber.eq(&number))
-            .exec(&db)
-            .await
-            .unwrap();
-        let settings = crate::config::FulfilmentSettings {
-            max_attempts: 3,
-            retry_base: std::time::Duration::from_secs(1),
-            retry_max: std::time::Duration::from_secs(10),
-            lease: std::time::Duration::from_secs(60),
-            concurrency: 1,
-            batch_size: 10,
-        };
-        let carrier = std::sync::Arc::new(crate::fulfilment::SandboxProvider::new(db.clone(), writes.clone()));
-        let fulfiller = crate::fulfilment::Fulfiller::new(db.clone(), writes.clone(), carrier, settings);
+        crate::services::testing::mark_paid(&db, &number).await;
+        let fulfiller = crate::services::testing::sandbox_fulfiller(&db, &writes);
 
         // The writer is held; the attempt reads the order and queues its claim behind it.
         let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));

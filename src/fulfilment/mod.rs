@@ -593,26 +593,11 @@ mod tests {
         .await;
         let phone = PhoneNumber::parse("+8613800000012").unwrap();
         let number = place_order(&db, "oTestBuyer", 1, &phone).await.unwrap().order_number;
-        order::Entity::update_many()
-            .col_expr(order::Column::Status, Expr::value(OrderStatus::Paid))
-            .col_expr(order::Column::TransactionId, Expr::value("4200000000000000000000000001"))
-            .filter(order::Column::OrderNumber.eq(&number))
-            .exec(&db)
-            .await
-            .unwrap();
+        crate::services::testing::mark_paid(&db, &number).await;
         let paid = find_by_number(&db, &number).await.unwrap().unwrap();
-        let settings = FulfilmentSettings {
-            max_attempts: 3,
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(10),
-            lease: Duration::from_secs(60),
-            concurrency: 1,
-            batch_size: 10,
-        };
-        let writes = GroupCommit::new(db.clone());
-        let carrier = Arc::new(SandboxProvider::new(db.clone(), writes.clone()));
+        let fulfiller = crate::services::testing::sandbox_fulfiller(&db, &GroupCommit::new(db.clone()));
         log.lock().unwrap().clear();
-        (Fulfiller::new(db.clone(), writes, carrier, settings), db, paid, log)
+        (fulfiller, db, paid, log)
     }
 
     #[tokio::test]

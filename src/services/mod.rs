@@ -50,6 +50,39 @@ pub(crate) mod testing {
         });
         (db, log)
     }
+
+    /// Marks the order paid (with a made-up transaction) as a confirmed payment would.
+    pub async fn mark_paid(db: &DatabaseConnection, order_number: &str) {
+        use crate::domain::OrderStatus;
+        use crate::entities::order;
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        order::Entity::update_many()
+            .col_expr(order::Column::Status, Expr::value(OrderStatus::Paid))
+            .col_expr(order::Column::TransactionId, Expr::value("4200000000000000000000000001"))
+            .filter(order::Column::OrderNumber.eq(order_number))
+            .exec(db)
+            .await
+            .unwrap();
+    }
+
+    /// A fulfiller whose carrier is the sandbox's (numbers ending other than 00 to 03 are delivered at
+    /// once): three attempts, a minute's lease.
+    pub fn sandbox_fulfiller(
+        db: &DatabaseConnection,
+        writes: &crate::group_commit::GroupCommit,
+    ) -> crate::fulfilment::Fulfiller {
+        let settings = crate::config::FulfilmentSettings {
+            max_attempts: 3,
+            retry_base: std::time::Duration::from_secs(1),
+            retry_max: std::time::Duration::from_secs(10),
+            lease: std::time::Duration::from_secs(60),
+            concurrency: 1,
+            batch_size: 10,
+        };
+        let carrier = Arc::new(crate::fulfilment::SandboxProvider::new(db.clone(), writes.clone()));
+        crate::fulfilment::Fulfiller::new(db.clone(), writes.clone(), carrier, settings)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
