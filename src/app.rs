@@ -69,9 +69,8 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, and binds the port (0 = any free port).
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        // The recorder's clock calibrates itself for a few milliseconds of busy loop: done beside the
-        // start, not before it. A metric recorded before it is installed is not counted.
-        std::thread::spawn(telemetry::metrics_handle);
+        // A metric recorded before the recorder is installed is not counted.
+        telemetry::metrics_handle();
         let db = connect_pool(&settings.database_url, settings.database_max_connections).await?;
         prepare(&db, &settings).await?;
         let wechat = WechatPay::from_settings(&settings.wechat, &db)?;

@@ -6,20 +6,18 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rand::distr::Alphanumeric;
 use rand::Rng;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Settings;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+mod prometheus;
 
-/// Latency buckets in seconds, from a fast local call to the platform's 60 s limit.
-const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn init(settings: &Settings) {
     let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -32,19 +30,15 @@ pub fn init(settings: &Settings) {
     };
 }
 
-/// The process-wide Prometheus recorder (installed on first use; every application in the process
-/// shares it).
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// The process-wide metrics (the recorder is installed on first use; every application in the process
+/// shares it). Building it reads no clock, so it is done in line at start.
+pub fn metrics_handle() -> &'static Arc<prometheus::Registry> {
+    static HANDLE: OnceLock<Arc<prometheus::Registry>> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
-            .map(PrometheusBuilder::build_recorder)
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-        let handle = recorder.handle();
+        let registry = Arc::new(prometheus::Registry::default());
         // Another recorder may already be installed (a host program); then ours only renders.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
+        let _ = metrics::set_global_recorder(prometheus::PrometheusRecorder(registry.clone()));
+        registry
     })
 }
 
