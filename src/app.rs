@@ -28,8 +28,21 @@ use crate::wechat::WechatPay;
 pub(crate) const MAX_BODY_BYTES: usize = 100 * 1024;
 
 /// What every handler can reach: plain data. What happens after a change is `crate::lifecycle`'s.
+/// One reference count to clone (axum clones the state for every route and layer at start, and for
+/// every middleware of every request); its parts are reached through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Services {
     pub db: DatabaseConnection,
     /// Writes that may share a commit (see [`crate::group_commit`]).
     pub writes: GroupCommit,
@@ -97,7 +110,7 @@ impl Application {
         );
         let orders = crate::services::orders::OrderIntake::new(&db, writes.clone());
         let deliveries = crate::services::deliveries::DeliveryLog::new(&db, writes.clone());
-        let state = AppState {
+        let state = AppState(Arc::new(Services {
             db,
             writes,
             orders,
@@ -108,7 +121,7 @@ impl Application {
             alerter,
             notifier,
             limits,
-        };
+        }));
         let port = state.settings.port;
         let listener =
             TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| StartError::Bind { port, source })?;
