@@ -301,14 +301,20 @@ pub(crate) mod testing {
         }
     }
 
-    /// A write that holds the writer until it is opened, so that what is queued meanwhile is one batch.
-    pub(crate) struct Gate(pub std::sync::Arc<tokio::sync::Notify>);
+    /// A write that holds the writer until it is opened, so that what is queued meanwhile is one batch;
+    /// `entered` is told when it starts holding.
+    #[derive(Clone, Default)]
+    pub(crate) struct Gate {
+        pub entered: std::sync::Arc<tokio::sync::Notify>,
+        pub open: std::sync::Arc<tokio::sync::Notify>,
+    }
 
     impl Work for Gate {
         type Output = ();
         fn run<'c>(&'c self, _: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
             Box::pin(async move {
-                self.0.notified().await;
+                self.entered.notify_one();
+                self.open.notified().await;
                 Ok(())
             })
         }
@@ -322,8 +328,8 @@ pub(crate) mod testing {
         count: usize,
         last: L,
     ) -> (Q::Output, Result<L::Output, DbErr>) {
-        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
-        let held = writes.run(Gate(gate.clone()));
+        let gate = Gate::default();
+        let held = writes.run(gate.clone());
         let last = async {
             while writes.queued() < count {
                 tokio::task::yield_now().await;
@@ -331,7 +337,7 @@ pub(crate) mod testing {
             let answered = writes.run(last);
             futures::pin_mut!(answered);
             assert!(futures::poll!(&mut answered).is_pending());
-            gate.notify_one();
+            gate.open.notify_one();
             answered.await
         };
         let (held, queued, last) = futures::join!(held, queue, last);
@@ -350,8 +356,6 @@ mod tests {
     use crate::services::ServiceError;
     use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
-    use std::sync::Arc;
-    use tokio::sync::Notify;
 
     async fn sqlite_file(dir: &tempfile::TempDir) -> DatabaseConnection {
         let file = dir.path().join("writes.db");
@@ -474,22 +478,6 @@ mod tests {
     }
 
     /// Holds the writer: says when it runs, then waits to be released.
-    struct Hold {
-        entered: Arc<Notify>,
-        release: Arc<Notify>,
-    }
-
-    impl Work for Hold {
-        type Output = ();
-        fn run<'c>(&'c self, _: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
-            Box::pin(async move {
-                self.entered.notify_one();
-                self.release.notified().await;
-                Ok(())
-            })
-        }
-    }
-
     /// The status of an order, read in the batch it runs in.
     struct StatusOf(String);
 
@@ -519,12 +507,12 @@ mod tests {
         let fulfiller = crate::services::testing::sandbox_fulfiller(&db, &writes);
 
         // The writer is held; the attempt reads the order and queues its claim behind it.
-        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let gate = super::testing::Gate::default();
         let held = tokio::spawn({
-            let (writes, hold) = (writes.clone(), Hold { entered: entered.clone(), release: release.clone() });
-            async move { writes.run(hold).await }
+            let (writes, gate) = (writes.clone(), gate.clone());
+            async move { writes.run(gate).await }
         });
-        entered.notified().await;
+        gate.entered.notified().await;
         let attempt = tokio::spawn({
             let (fulfiller, number) = (fulfiller.clone(), number.clone());
             async move { fulfiller.fulfil_order(&number).await }
@@ -546,7 +534,7 @@ mod tests {
         while writes.queued() < 2 {
             tokio::task::yield_now().await;
         }
-        release.notify_one();
+        gate.open.notify_one();
         held.await.unwrap().unwrap();
         let (outcome, status_in_batch) = (attempt.await.unwrap(), probe.await.unwrap());
 
