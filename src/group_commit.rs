@@ -477,7 +477,6 @@ mod tests {
         assert_eq!(orders(&db).await, 1);
     }
 
-    /// Holds the writer: says when it runs, then waits to be released.
     /// The status of an order, read in the batch it runs in.
     struct StatusOf(String);
 
