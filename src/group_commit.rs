@@ -16,7 +16,8 @@
 //!   any of its writes is kept) and each write runs again on its own, as it would without this
 //!   module, and is answered with what that run gives. Nothing is kept twice: the batch left nothing.
 //!   A conflict (a deadlock's victim on MySQL, where it rolls back the whole transaction) is such a
-//!   failure: the write runs again alone, where it is retried.
+//!   failure: the write runs again alone. Alone, a write the database chose as a deadlock's victim
+//!   is run again, up to [`CONFLICT_TRIES`] runs: it kept nothing (see [`Work`]).
 //! - A write runs to its end once queued, whether or not its caller still waits (a caller that hung
 //!   up after a payment was queued must not lose it).
 //!
@@ -35,6 +36,10 @@ pub const MAX_BATCH: usize = 64;
 /// Writers on MySQL and PostgreSQL, each with its batch's transaction on its own connection.
 const SERVER_WRITERS: usize = 4;
 
+/// How often a write runs alone while the database keeps choosing it as a deadlock's victim (three
+/// replicas claiming the same orders in batches meet such cycles on PostgreSQL).
+pub const CONFLICT_TRIES: usize = 3;
+
 /// Writes waiting for the writer; a caller past this waits to queue.
 const QUEUE: usize = 1024;
 
@@ -42,7 +47,8 @@ const QUEUE: usize = 1024;
 /// back and the write run again alone); what the write decides itself goes in its `Output`. A write
 /// carries on after a refused statement only where SQLite undoes that statement alone and keeps the
 /// transaction (a constraint failure: `place_order` drawing another order number); a write of several
-/// statements that must hold together opens its own transaction, a savepoint inside the batch.
+/// statements that must hold together opens its own transaction, a savepoint inside the batch. Alone, a
+/// write is one statement or its own transaction, so a conflict leaves nothing of it and it is run again.
 pub trait Work: Send + Sync + 'static {
     type Output: Send + 'static;
     fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>>;
@@ -174,6 +180,8 @@ trait Queued: Send {
     /// Runs the write on `db`; whether every statement was taken. `kept`: `db` commits each statement
     /// (the result is final), rather than a shared transaction whose commit is still to come.
     fn run<'c>(&'c mut self, db: &'c DatabaseExecutor<'c>, kept: bool) -> BoxFuture<'c, bool>;
+    /// The last run ended in a conflict (a deadlock's victim, a serialization failure).
+    fn conflicted(&self) -> bool;
     /// The shared transaction committed: the result is final.
     fn keep(&mut self);
     /// Forgets a result that was not committed.
@@ -199,6 +207,10 @@ impl<W: Work> Queued for Pending<W> {
             self.kept = kept;
             taken
         })
+    }
+
+    fn conflicted(&self) -> bool {
+        matches!(&self.result, Some(Err(error)) if crate::services::is_conflict(error))
     }
 
     fn keep(&mut self) {
@@ -251,7 +263,11 @@ async fn commit_together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>])
     }
     let alone = DatabaseExecutor::Connection(db);
     for queued in batch.iter_mut() {
-        queued.run(&alone, true).await;
+        for _ in 0..CONFLICT_TRIES {
+            if queued.run(&alone, true).await || !queued.conflicted() {
+                break;
+            }
+        }
     }
 }
 
@@ -475,6 +491,79 @@ mod tests {
         assert!(placed.unwrap().is_ok());
         assert!(matches!(not_found, Ok(Err(ServiceError::ProductNotFound))));
         assert_eq!(orders(&db).await, 1);
+    }
+
+    /// The database's answer to a deadlock's victim (PostgreSQL's `40P01`).
+    #[derive(Debug)]
+    struct Deadlock;
+
+    impl std::fmt::Display for Deadlock {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("deadlock detected")
+        }
+    }
+
+    impl std::error::Error for Deadlock {}
+
+    impl sea_orm::sqlx::error::DatabaseError for Deadlock {
+        fn message(&self) -> &str {
+            "deadlock detected"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some("40P01".into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sea_orm::sqlx::error::ErrorKind {
+            sea_orm::sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// A write the database picks as a deadlock's victim its first `losses` runs, counting its runs.
+    struct Victim {
+        losses: usize,
+        runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Work for Victim {
+        type Output = ();
+        fn run<'c>(&'c self, _: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(), DbErr>> {
+            Box::pin(async move {
+                let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if run < self.losses {
+                    let error = sea_orm::sqlx::Error::Database(Box::new(Deadlock));
+                    return Err(DbErr::Exec(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(error))));
+                }
+                Ok(())
+            })
+        }
+    }
+
+    /// Alone, a deadlock's victim is run again (it kept nothing), up to `CONFLICT_TRIES` runs; any
+    /// other failure is answered at once.
+    #[tokio::test]
+    async fn a_deadlocks_victim_is_run_again_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let writes = GroupCommit::new(sqlite_file(&dir).await);
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count =
+            |runs: &std::sync::Arc<std::sync::atomic::AtomicUsize>| runs.swap(0, std::sync::atomic::Ordering::SeqCst);
+
+        writes.run(Victim { losses: 2, runs: runs.clone() }).await.unwrap();
+        assert_eq!(count(&runs), 3, "two losses, then taken");
+
+        let lost = writes.run(Victim { losses: usize::MAX, runs: runs.clone() }).await;
+        assert!(lost.is_err_and(|e| crate::services::is_conflict(&e)));
+        assert_eq!(count(&runs), CONFLICT_TRIES);
+
+        assert!(writes.run(Refused).await.is_err());
     }
 
     /// The status of an order, read in the batch it runs in.

@@ -221,8 +221,8 @@ fn stored_detail(outcome: &CallbackOutcome) -> Option<String> {
     }
 }
 
-/// [`record_confirmed`] as a write that may share its commit with others (see
-/// [`crate::group_commit`]): its transaction is then a savepoint in theirs.
+/// [`record_confirmed_once`] as a write that may share its commit with others (see
+/// [`crate::group_commit`]): in a batch, its statements run in the batch's transaction.
 struct RecordConfirmed {
     order: Box<order::Model>,
     truth: PaymentStatus,
@@ -237,7 +237,7 @@ impl Work for RecordConfirmed {
             let delivery = self.delivery.borrow();
             match db {
                 DatabaseExecutor::Connection(_) => {
-                    match record_confirmed(db, &self.order, &self.truth, &delivery).await {
+                    match record_confirmed_once(db, &self.order, &self.truth, &delivery).await {
                         Err(CallbackError::Database(error)) => Err(error),
                         recorded => Ok(recorded),
                     }
@@ -257,29 +257,9 @@ impl Work for RecordConfirmed {
     }
 }
 
-/// Records what WeChat confirmed and the delivery, in one transaction; run again when the database
-/// chose it as a deadlock's victim (nothing of it was kept).
-async fn record_confirmed(
-    db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
-    order: &order::Model,
-    truth: &PaymentStatus,
-    delivery: &CallbackDelivery<'_>,
-) -> Result<CallbackOutcome, CallbackError> {
-    let mut tries = 1;
-    loop {
-        match record_confirmed_once(db, order, truth, delivery).await {
-            Err(CallbackError::Database(error)) if tries < CONFLICT_TRIES && super::is_conflict(&error) => {
-                tracing::debug!(order_number = order.order_number, %error, "callback transaction lost a conflict; again");
-                tries += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// How often a callback's transaction is run when the database keeps rolling it back.
-const CONFLICT_TRIES: usize = 3;
-
+/// Records what WeChat confirmed and the delivery, in one transaction. Alone, a transaction the
+/// database chose as a deadlock's victim kept nothing and is run again by the writer
+/// (`group_commit::CONFLICT_TRIES`).
 async fn record_confirmed_once(
     db: &(impl ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>),
     order: &order::Model,
