@@ -5,8 +5,8 @@
 //! orders one after the other write and sync them 32 times. Here the writes that arrive while a commit
 //! is under way wait in a queue, and one task runs all of them in the next transaction: the pages they
 //! share are written once and synced once. On MySQL and PostgreSQL four such tasks run side by side,
-//! each on its own connection: a batch costs a `BEGIN`, its statements and one `COMMIT`, instead of a
-//! commit per write. What a paid order writes on its way goes through here: the order, its callbacks,
+//! each on its own connection: a batch costs its statements and one `COMMIT AND CHAIN` (see
+//! [`Session`]), instead of a commit per write. What a paid order writes on its way goes through here: the order, its callbacks,
 //! its top-up's claim, carrier-call records and outcome, and the buyer's notification.
 //!
 //! The rules, checked by the model in [`crate::fulfilment::model`] (`group_commit`):
@@ -26,7 +26,9 @@
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sea_orm::{DatabaseConnection, DatabaseExecutor, DbBackend, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// At most this many writes share a commit: a bound on the transaction, and on how long the first of
@@ -234,9 +236,26 @@ impl<W: Work> Queued for Pending<W> {
 /// A write that panics fails the answers of its batch's writes not yet committed, not the writer.
 async fn write(db: DatabaseConnection, waiting: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Box<dyn Queued>>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut session = Session::new(&db);
+    loop {
+        let taken = async { waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await };
+        let taken = if session.is_held() {
+            match tokio::time::timeout(SESSION_IDLE, taken).await {
+                Ok(taken) => taken,
+                Err(_) => {
+                    session.end().await;
+                    continue;
+                }
+            }
+        } else {
+            taken.await
+        };
+        if taken == 0 {
+            break;
+        }
         metrics::histogram!("group_commit_batch_size").record(batch.len() as f64);
-        let committed = std::panic::AssertUnwindSafe(commit_together(&db, &mut batch)).catch_unwind().await;
+        let committed =
+            std::panic::AssertUnwindSafe(commit_together(&db, &mut session, &mut batch)).catch_unwind().await;
         if let Err(panic) = committed {
             let detail = crate::telemetry::panic_message(panic.as_ref());
             tracing::error!(
@@ -248,17 +267,89 @@ async fn write(db: DatabaseConnection, waiting: std::sync::Arc<tokio::sync::Mute
             for queued in &mut batch {
                 queued.forget();
             }
+            // What the panic left of the transaction is not known: it is not used again.
+            session.drop_held();
         }
         for queued in batch.drain(..) {
             queued.answer();
+        }
+    }
+    session.end().await;
+}
+
+/// How long a writer keeps its [`Session`]'s connection without a batch before it hands it back.
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A writer's connection on MySQL and PostgreSQL, kept between batches while writes keep coming: a
+/// transaction that stays open, each batch ended by `COMMIT AND CHAIN` (or `ROLLBACK AND CHAIN`), which
+/// ends it and opens the next in the same round trip. Taking a connection from the pool for each batch
+/// cost a `BEGIN` and, as the pool took it back, a ping: two round trips a batch. A session that fails
+/// is dropped (its connection goes back through the pool, which closes it if it is broken), and the
+/// next batch opens another. After [`SESSION_IDLE`] without writes the connection goes back to the
+/// pool, so an idle instance holds none. SQLite has none: its pool's one connection is shared with
+/// the reads.
+struct Session {
+    kept: bool,
+    held: Option<DatabaseTransaction>,
+}
+
+impl Session {
+    fn new(db: &DatabaseConnection) -> Self {
+        Session { kept: db.get_database_backend() != DbBackend::Sqlite, held: None }
+    }
+
+    fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The open transaction: the held one, else a new one (held afterwards only where sessions are
+    /// kept).
+    async fn open(&mut self, db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+        match self.held.take() {
+            Some(txn) => Ok(txn),
+            None => db.begin().await,
+        }
+    }
+
+    /// Commits `txn`: ended and kept open for the next batch, or committed and handed back.
+    async fn commit(&mut self, txn: DatabaseTransaction) -> Result<(), DbErr> {
+        if !self.kept {
+            return txn.commit().await;
+        }
+        txn.execute_unprepared("COMMIT AND CHAIN").await?;
+        self.held = Some(txn);
+        Ok(())
+    }
+
+    /// Rolls `txn` back; a session whose rollback failed is dropped.
+    async fn roll_back(&mut self, txn: DatabaseTransaction) {
+        if !self.kept {
+            // A failed rollback leaves the transaction to be rolled back when the connection is next used.
+            let _ = txn.rollback().await;
+            return;
+        }
+        if txn.execute_unprepared("ROLLBACK AND CHAIN").await.is_ok() {
+            self.held = Some(txn);
+        }
+    }
+
+    /// Forgets the held transaction without a statement (the pool rolls it back as it takes it back).
+    fn drop_held(&mut self) {
+        self.held = None;
+    }
+
+    /// Hands the connection back to the pool; its transaction holds nothing.
+    async fn end(&mut self) {
+        if let Some(txn) = self.held.take() {
+            let _ = txn.commit().await;
         }
     }
 }
 
 /// Runs the batch in one transaction; if any of it fails, rolls it back and runs each write alone.
 /// A batch of one runs alone at once: the same statements as without a writer.
-async fn commit_together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>]) {
-    if batch.len() > 1 && together(db, batch).await.is_ok() {
+async fn commit_together(db: &DatabaseConnection, session: &mut Session, batch: &mut [Box<dyn Queued>]) {
+    if batch.len() > 1 && together(db, session, batch).await.is_ok() {
         return;
     }
     let alone = DatabaseExecutor::Connection(db);
@@ -272,8 +363,8 @@ async fn commit_together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>])
 }
 
 /// The batch in one transaction, committed only if every write's statements were taken.
-async fn together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>]) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
+async fn together(db: &DatabaseConnection, session: &mut Session, batch: &mut [Box<dyn Queued>]) -> Result<(), DbErr> {
+    let txn = session.open(db).await?;
     let mut taken = true;
     {
         let shared = DatabaseExecutor::Transaction(&txn);
@@ -286,11 +377,10 @@ async fn together(db: &DatabaseConnection, batch: &mut [Box<dyn Queued>]) -> Res
     }
     if !taken {
         tracing::debug!(writes = batch.len(), "a write in the batch failed: each runs alone");
-        // A failed rollback leaves the transaction to be rolled back when the connection is next used.
-        let _ = txn.rollback().await;
+        session.roll_back(txn).await;
         return Err(DbErr::Custom("a write in the batch failed".into()));
     }
-    txn.commit().await.inspect_err(|error| {
+    session.commit(txn).await.inspect_err(|error| {
         tracing::warn!(writes = batch.len(), %error, "a group commit failed: each write runs alone");
     })?;
     for queued in batch.iter_mut() {

@@ -100,9 +100,10 @@ fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun, ceiling: Option
     let outcomes: Vec<String> = tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} {n}")).collect();
     if let Some(server) = &run.server {
         println!(
-            "    the server's own count over the storm, per paid order (10 deliveries and its top-up): {:.1} statements, {:.1} of them COMMIT",
+            "    the server's own count over the storm, per paid order (10 deliveries and its top-up): {:.1} statements, {:.1} of them COMMIT; besides them {:.1} pings",
             server.statements as f64 / tally.orders as f64,
-            server.commits as f64 / tally.orders as f64
+            server.commits as f64 / tally.orders as f64,
+            server.pings as f64 / tally.orders as f64
         );
     }
     println!(
@@ -248,10 +249,13 @@ async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> Service
     ServiceRun { load, server: server_counts, tally, idle, after }
 }
 
-/// Statements and commits as MariaDB counts them (`SHOW GLOBAL STATUS`: `Questions`, `Com_commit`).
+/// Statements and commits as MariaDB counts them (`SHOW GLOBAL STATUS`: `Questions`, `Com_commit`), and
+/// the pings it answered, which `Questions` leaves out (`Com_admin_commands`: the pool pings a connection
+/// as it takes it back).
 struct ServerCounts {
     statements: u64,
     commits: u64,
+    pings: u64,
 }
 
 impl ServerCounts {
@@ -259,6 +263,7 @@ impl ServerCounts {
         ServerCounts {
             statements: self.statements.saturating_sub(before.statements),
             commits: self.commits.saturating_sub(before.commits),
+            pings: self.pings.saturating_sub(before.pings),
         }
     }
 }
@@ -277,17 +282,18 @@ impl ServerCounter {
     }
 
     async fn read(&self) -> ServerCounts {
-        let sql = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')";
+        let sql = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit', 'Com_admin_commands')";
         let rows =
             self.0.query_all_raw(Statement::from_string(DbBackend::MySql, sql)).await.expect("SHOW GLOBAL STATUS");
-        let mut counts = ServerCounts { statements: 0, commits: 0 };
+        let mut counts = ServerCounts { statements: 0, commits: 0, pings: 0 };
         for row in rows {
             let name: String = row.try_get_by_index(0).expect("variable name");
             let value: String = row.try_get_by_index(1).expect("variable value");
             let value = value.parse().unwrap_or_else(|_| panic!("{name} = {value} is not a count"));
             match name.as_str() {
                 "Questions" => counts.statements = value,
-                _ => counts.commits = value,
+                "Com_commit" => counts.commits = value,
+                _ => counts.pings = value,
             }
         }
         counts

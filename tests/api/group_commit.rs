@@ -58,3 +58,97 @@ async fn a_refused_write_sends_its_batch_to_run_alone_and_each_write_is_kept_onc
     assert!(together.iter().all(Result::is_ok));
     assert_eq!(rows(&app.db).await, (1..13).collect::<Vec<_>>());
 }
+
+/// One row, and the server's id of the connection it was written on (SQLite has none: 0).
+struct Traced(i64);
+
+impl Work for Traced {
+    type Output = i64;
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<i64, DbErr>> {
+        Box::pin(async move {
+            db.execute_unprepared(&format!("INSERT INTO gc_rows (n) VALUES ({})", self.0)).await?;
+            let sql = match db.get_database_backend() {
+                sea_orm::DbBackend::MySql => "SELECT CAST(CONNECTION_ID() AS SIGNED)",
+                sea_orm::DbBackend::Postgres => "SELECT CAST(pg_backend_pid() AS BIGINT)",
+                _ => "SELECT 0",
+            };
+            let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await?;
+            row.ok_or_else(|| DbErr::Custom("no connection id".into()))?.try_get_by_index::<i64>(0)
+        })
+    }
+}
+
+/// Two writes queued together (one batch) and the connection each was written on.
+async fn pair(writes: &GroupCommit, first: i64) -> [i64; 2] {
+    let (a, b) = futures::join!(writes.run(Traced(first)), writes.run(Traced(first + 1)));
+    [a.unwrap(), b.unwrap()]
+}
+
+/// On MySQL and PostgreSQL each writer keeps its connection between batches, in a transaction that
+/// each batch ends with `COMMIT AND CHAIN`; a connection that dies under it costs the batch that finds
+/// it dead nothing but running alone, and the next batch opens another session.
+#[tokio::test]
+async fn writers_keep_their_connections_between_batches_and_replace_one_that_died() {
+    let app = spawn_app().await;
+    app.db.execute_unprepared("CREATE TABLE gc_rows (n BIGINT NOT NULL)").await.unwrap();
+    let writes = GroupCommit::new(app.db.clone());
+
+    let mut sessions = std::collections::BTreeSet::new();
+    for first in (0..16).step_by(2) {
+        let [a, b] = pair(&writes, first).await;
+        assert_eq!(a, b, "one batch, one transaction");
+        sessions.insert(a);
+    }
+    assert_eq!(rows(&app.db).await, (0..16).collect::<Vec<_>>(), "each batch committed");
+    let backend = app.db.get_database_backend();
+    if backend == sea_orm::DbBackend::Sqlite {
+        return;
+    }
+    assert!(sessions.len() <= 4, "at most one connection per writer: {sessions:?}");
+    let mut expected: Vec<i64> = (0..16).collect();
+    if backend == sea_orm::DbBackend::MySql {
+        // No `BEGIN` on a writer's connection after its first: each commit opened the next transaction.
+        for n in 16..20 {
+            let (begins, written) = futures::join!(writes.run(Begins), writes.run(Traced(n)));
+            assert!(sessions.contains(&written.unwrap()));
+            assert_eq!(begins.unwrap(), 1, "one BEGIN on a writer's connection for all its batches");
+            expected.push(n);
+        }
+    }
+
+    for id in &sessions {
+        let kill = match backend {
+            sea_orm::DbBackend::MySql => format!("KILL {id}"),
+            _ => format!("SELECT pg_terminate_backend({id})"),
+        };
+        app.db.execute_unprepared(&kill).await.unwrap();
+    }
+    // Each writer finds its session dead once (that batch runs alone), then opens a new one.
+    let mut together = None;
+    for first in (100..).step_by(2).take(sessions.len() + 1) {
+        let [a, b] = pair(&writes, first).await;
+        assert!(!sessions.contains(&a) && !sessions.contains(&b), "{a} {b} on a killed connection {sessions:?}");
+        expected.extend([first, first + 1]);
+        if a == b {
+            together = Some(a);
+            break;
+        }
+    }
+    assert!(together.is_some(), "no batch ran together again after the kill");
+    assert_eq!(rows(&app.db).await, expected, "each write kept once");
+}
+
+/// `BEGIN`s on the connection, as MariaDB counts them.
+struct Begins;
+
+impl Work for Begins {
+    type Output = i64;
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<i64, DbErr>> {
+        Box::pin(async move {
+            let sql = "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.SESSION_STATUS \
+                       WHERE VARIABLE_NAME = 'COM_BEGIN'";
+            let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await?;
+            row.ok_or_else(|| DbErr::Custom("no status".into()))?.try_get_by_index::<i64>(0)
+        })
+    }
+}
