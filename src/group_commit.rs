@@ -347,9 +347,11 @@ impl Session {
 }
 
 /// Runs the batch in one transaction; if any of it fails, rolls it back and runs each write alone.
-/// A batch of one runs alone at once: the same statements as without a writer.
+/// A batch of one runs alone at once (the same statements as without a writer), unless the writer
+/// holds a session: its open transaction then costs the write only the `COMMIT AND CHAIN`, where
+/// alone it would cost a connection from the pool, and the ping as the pool takes it back.
 async fn commit_together(db: &DatabaseConnection, session: &mut Session, batch: &mut [Box<dyn Queued>]) {
-    if batch.len() > 1 && together(db, session, batch).await.is_ok() {
+    if (batch.len() > 1 || session.is_held()) && together(db, session, batch).await.is_ok() {
         return;
     }
     let alone = DatabaseExecutor::Connection(db);
