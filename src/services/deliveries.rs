@@ -134,8 +134,9 @@ impl Work for StoreDelivery {
 /// Where a delivery whose decision wrote nothing else is stored. On SQLite through the group commit:
 /// there is one writer, the commit is what costs, and a statement in it is a function call. On MySQL
 /// and PostgreSQL a statement is a round trip and the server's own work, so [`INSERTERS`] tasks take
-/// the deliveries queued meanwhile and store them with one multi-row `INSERT`, its own commit; a batch
-/// the database refuses is stored row by row, each delivery answered with its own row's result.
+/// the deliveries queued meanwhile and hand them to the group commit as one multi-row `INSERT`
+/// ([`StoreDeliveries`]), which shares the commit of the batch it joins; a batch the database refuses
+/// is stored row by row, each delivery answered with its own row's result.
 #[derive(Clone)]
 pub struct DeliveryLog {
     writes: GroupCommit,
@@ -148,10 +149,19 @@ const INSERTERS: usize = 4;
 impl DeliveryLog {
     pub fn new(db: &DatabaseConnection, writes: GroupCommit) -> Self {
         let batched = (db.get_database_backend() != DbBackend::Sqlite).then(|| {
-            let db = db.clone();
+            let writes = writes.clone();
             Batched::start(INSERTERS, move |events: Vec<payment_event::ActiveModel>| {
-                let db = db.clone();
-                Box::pin(async move { insert_events(&db, events).await })
+                let writes = writes.clone();
+                Box::pin(async move {
+                    let count = events.len();
+                    match writes.run(StoreDeliveries(events)).await {
+                        Ok(stored) => stored,
+                        Err(error) => {
+                            let error = error.to_string();
+                            (0..count).map(|_| Err(DbErr::Custom(error.clone()))).collect()
+                        }
+                    }
+                })
             })
         });
         DeliveryLog { writes, batched }
@@ -166,6 +176,28 @@ impl DeliveryLog {
                 .unwrap_or_else(|| Err(DbErr::Custom("the delivery's batch did not finish".into()))),
             None => self.writes.run(StoreDelivery(event)).await,
         }
+    }
+}
+
+/// Deliveries as one write: one multi-row `INSERT` in a batch's transaction (a refusal fails the
+/// batch, whose writes then run alone); alone, [`insert_events`], each delivery with its own answer.
+/// Taken from a pool connection of its own, each such `INSERT` also cost the ping with which the pool
+/// takes a connection back.
+struct StoreDeliveries(Vec<payment_event::ActiveModel>);
+
+impl Work for StoreDeliveries {
+    type Output = Vec<Result<(), DbErr>>;
+
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<Self::Output, DbErr>> {
+        Box::pin(async move {
+            match db {
+                DatabaseExecutor::Connection(db) => Ok(insert_events(db, self.0.clone()).await),
+                _ => {
+                    payment_event::Entity::insert_many(self.0.clone()).exec_without_returning(db).await?;
+                    Ok(self.0.iter().map(|_| Ok(())).collect())
+                }
+            }
+        })
     }
 }
 
@@ -246,6 +278,35 @@ mod tests {
         let ok: Vec<bool> = stored.iter().map(Result::is_ok).collect();
         assert_eq!(ok, [true, false, true]);
         assert_eq!(payment_event::Entity::find().count(&db).await.unwrap(), 5);
+    }
+
+    /// In a batch's transaction the deliveries are one `INSERT` and a refusal fails the batch (so that
+    /// its writes run alone); alone, each refused delivery is answered by itself.
+    #[tokio::test]
+    async fn deliveries_in_a_batch_are_one_insert_and_alone_are_answered_each() {
+        let (db, statements) = crate::services::testing::logged_database(|sql| {
+            sql.starts_with("INSERT").then(|| sql.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        })
+        .await;
+        let txn = sea_orm::TransactionTrait::begin(&db).await.unwrap();
+        let stored = StoreDeliveries(vec![event("duplicate"), event("duplicate")])
+            .run(&DatabaseExecutor::Transaction(&txn))
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(statements.lock().unwrap().len(), 1);
+
+        let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON payment_events WHEN NEW.outcome = 'refused' \
+                      BEGIN SELECT RAISE(ABORT, 'disk full'); END";
+        db.execute_raw(Statement::from_string(db.get_database_backend(), refuse)).await.unwrap();
+        let deliveries = StoreDeliveries(vec![event("duplicate"), event("refused")]);
+        let txn = sea_orm::TransactionTrait::begin(&db).await.unwrap();
+        assert!(deliveries.run(&DatabaseExecutor::Transaction(&txn)).await.is_err(), "the batch fails");
+        txn.rollback().await.unwrap();
+        let alone = deliveries.run(&DatabaseExecutor::Connection(&db)).await.unwrap();
+        assert_eq!(alone.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(payment_event::Entity::find().count(&db).await.unwrap(), 3);
     }
 
     #[test]
