@@ -137,7 +137,18 @@ async fn writers_keep_their_connections_between_batches_and_replace_one_that_die
             break;
         }
     }
-    assert!(together.is_some(), "no batch ran together again after the kill");
+    let Some(session) = together else { panic!("no batch ran together again after the kill") };
+    if backend == sea_orm::DbBackend::Postgres {
+        // Held between batches, handed back to the pool after a second without writes.
+        let state = || async {
+            let sql = format!("SELECT state FROM pg_stat_activity WHERE pid = {session}");
+            let row = app.db.query_one_raw(Statement::from_string(backend, sql)).await.unwrap();
+            row.map(|row| row.try_get_by_index::<String>(0).unwrap())
+        };
+        assert_eq!(state().await.as_deref(), Some("idle in transaction"));
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(state().await.as_deref(), Some("idle"), "back in the pool");
+    }
     assert_eq!(rows(&app.db).await, expected, "each write kept once");
 }
 
