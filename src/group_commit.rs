@@ -295,7 +295,7 @@ struct Session {
 
 impl Session {
     fn new(db: &DatabaseConnection) -> Self {
-        Session { kept: db.get_database_backend() != DbBackend::Sqlite, held: None }
+        Session { kept: keeps_sessions(db), held: None }
     }
 
     fn is_held(&self) -> bool {
@@ -345,6 +345,29 @@ impl Session {
         }
     }
 }
+
+/// Whether the writers keep [`Session`]s on `db`: on MySQL and PostgreSQL when the pool has at least
+/// [`SESSION_POOL`] connections, so that the writers holding theirs leave as many to the reads, the
+/// writes run alone and everything else (with fewer, a writer could hold the connection that its own
+/// write run alone waits for).
+fn keeps_sessions(db: &DatabaseConnection) -> bool {
+    #[allow(unreachable_patterns)]
+    let pool_size = match &db.inner {
+        #[cfg(feature = "mysql")]
+        sea_orm::DatabaseConnectionType::SqlxMySqlPoolConnection(_) => {
+            db.get_mysql_connection_pool().options().get_max_connections()
+        }
+        #[cfg(feature = "postgres")]
+        sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
+            db.get_postgres_connection_pool().options().get_max_connections()
+        }
+        _ => 0,
+    };
+    pool_size >= SESSION_POOL
+}
+
+/// The smallest pool on which writers keep sessions: as many connections again as there are writers.
+const SESSION_POOL: u32 = 2 * SERVER_WRITERS as u32;
 
 /// Runs the batch in one transaction; if any of it fails, rolls it back and runs each write alone.
 /// A batch of one runs alone at once (the same statements as without a writer), unless the writer

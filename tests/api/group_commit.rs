@@ -166,3 +166,24 @@ impl Work for Begins {
         })
     }
 }
+
+/// On a pool too small to leave the writers' sessions as many connections again, the writers keep
+/// none: each batch hands its connection back to the pool.
+#[tokio::test]
+async fn on_a_small_pool_writers_keep_no_session() {
+    let app = spawn_app().await;
+    app.db.execute_unprepared("CREATE TABLE gc_rows (n BIGINT NOT NULL)").await.unwrap();
+    let small = wxtopup::app::connect_pool(&app.database_url, 4).await.unwrap();
+    let writes = GroupCommit::new(small);
+
+    let [a, b] = pair(&writes, 1).await;
+    assert_eq!(a, b, "one batch, one transaction");
+    assert_eq!(rows(&app.db).await, [1, 2]);
+    if app.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        let sql = format!("SELECT state FROM pg_stat_activity WHERE pid = {a}");
+        let row = app.db.query_one_raw(Statement::from_string(sea_orm::DbBackend::Postgres, sql)).await.unwrap();
+        let state = row.map(|row| row.try_get_by_index::<String>(0).unwrap());
+        assert!(state.is_some(), "the connection is open");
+        assert_ne!(state.as_deref(), Some("idle in transaction"), "handed back, not held in a transaction");
+    }
+}
