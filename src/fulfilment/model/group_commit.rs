@@ -4,7 +4,8 @@
 //! # Modelled
 //! - Three writes, each sent by its caller once, in any order and at any time.
 //! - The writer takes any non-empty set of the queued writes, at most [`MAX_BATCH`] (the real one
-//!   takes them in queue order: a subset of what this allows). A batch of one runs alone.
+//!   takes them in queue order: a subset of what this allows). A batch of one runs alone, or together
+//!   when the writer holds a session (an open transaction kept between batches on a server).
 //! - Together: the writes run one after the other in one transaction; a run is taken or refused. The
 //!   first refusal rolls the transaction back; otherwise the commit succeeds or fails (and keeps
 //!   nothing). After a rollback or a failed commit every write of the batch runs alone.
@@ -96,7 +97,7 @@ struct State {
 #[derive(Clone, Copy, Debug)]
 enum Action {
     Send { w: u8 },
-    Take { batch: u8 },
+    Take { batch: u8, together: bool },
     RunTogether { w: u8, taken: bool },
     Commit { kept: bool },
     RunAlone { w: u8, taken: bool },
@@ -126,7 +127,8 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Action::Send { w } => write!(f, "w{w}'s caller queues it"),
-            Action::Take { batch } => write!(f, "the writer takes the batch {batch:03b}"),
+            Action::Take { batch, together: true } => write!(f, "the writer takes the batch {batch:03b} together"),
+            Action::Take { batch, together: false } => write!(f, "the writer takes the batch {batch:03b} alone"),
             Action::RunTogether { w, taken } => write!(f, "w{w} runs in the transaction: taken = {taken}"),
             Action::Commit { kept: true } => write!(f, "the batch commits"),
             Action::Commit { kept: false } => write!(f, "the batch's COMMIT fails"),
@@ -216,14 +218,18 @@ impl Spec for Model {
                     if batch & !queued != 0 || batch.count_ones() > u32::from(MAX_BATCH) {
                         continue;
                     }
-                    let mut t = *s;
-                    for i in 0..WRITES {
-                        if batch & (1 << i) != 0 {
-                            t.writes[i] = Write { phase: Phase::Batched, result: None, kept: false, ..t.writes[i] };
+                    // A batch of several runs together; one runs alone, or in the writer's session.
+                    let ways: &[bool] = if batch.count_ones() == 1 { &[false, true] } else { &[true] };
+                    for &together in ways {
+                        let mut t = *s;
+                        for i in 0..WRITES {
+                            if batch & (1 << i) != 0 {
+                                t.writes[i] = Write { phase: Phase::Batched, result: None, kept: false, ..t.writes[i] };
+                            }
                         }
+                        t.writer = if together { Writer::Together } else { Writer::Alone };
+                        out.push((Action::Take { batch, together }, t));
                     }
-                    t.writer = if batch.count_ones() == 1 { Writer::Alone } else { Writer::Together };
-                    out.push((Action::Take { batch }, t));
                 }
             }
             Writer::Together => {
