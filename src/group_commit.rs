@@ -267,7 +267,8 @@ async fn write(db: DatabaseConnection, waiting: std::sync::Arc<tokio::sync::Mute
             for queued in &mut batch {
                 queued.forget();
             }
-            // What the panic left of the transaction is not known: it is not used again.
+            // The batch's transaction went with the panicking write; a session still held (the panic
+            // came from a write run alone) is handed back too, so the next batch starts on a new one.
             session.drop_held();
         }
         for queued in batch.drain(..) {
@@ -289,13 +290,14 @@ const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// pool, so an idle instance holds none. SQLite has none: its pool's one connection is shared with
 /// the reads.
 struct Session {
-    kept: bool,
+    /// Batches end with `COMMIT AND CHAIN` and the transaction is held (else `COMMIT`, handed back).
+    chains: bool,
     held: Option<DatabaseTransaction>,
 }
 
 impl Session {
     fn new(db: &DatabaseConnection) -> Self {
-        Session { kept: keeps_sessions(db), held: None }
+        Session { chains: keeps_sessions(db), held: None }
     }
 
     fn is_held(&self) -> bool {
@@ -313,7 +315,7 @@ impl Session {
 
     /// Commits `txn`: ended and kept open for the next batch, or committed and handed back.
     async fn commit(&mut self, txn: DatabaseTransaction) -> Result<(), DbErr> {
-        if !self.kept {
+        if !self.chains {
             return txn.commit().await;
         }
         txn.execute_unprepared("COMMIT AND CHAIN").await?;
@@ -323,7 +325,7 @@ impl Session {
 
     /// Rolls `txn` back; a session whose rollback failed is dropped.
     async fn roll_back(&mut self, txn: DatabaseTransaction) {
-        if !self.kept {
+        if !self.chains {
             // A failed rollback leaves the transaction to be rolled back when the connection is next used.
             let _ = txn.rollback().await;
             return;
