@@ -72,10 +72,15 @@ impl Work for Traced {
                 sea_orm::DbBackend::Postgres => "SELECT CAST(pg_backend_pid() AS BIGINT)",
                 _ => "SELECT 0",
             };
-            let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await?;
-            row.ok_or_else(|| DbErr::Custom("no connection id".into()))?.try_get_by_index::<i64>(0)
+            number(db, sql).await
         })
     }
+}
+
+/// The number `sql` reads, on `db`.
+async fn number(db: &DatabaseExecutor<'_>, sql: &str) -> Result<i64, DbErr> {
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await?;
+    row.ok_or_else(|| DbErr::Custom(format!("no row from {sql}")))?.try_get_by_index::<i64>(0)
 }
 
 /// Two writes queued together (one batch) and the connection each was written on.
@@ -140,14 +145,9 @@ async fn writers_keep_their_connections_between_batches_and_replace_one_that_die
     let Some(session) = together else { panic!("no batch ran together again after the kill") };
     if backend == sea_orm::DbBackend::Postgres {
         // Held between batches, handed back to the pool after a second without writes.
-        let state = || async {
-            let sql = format!("SELECT state FROM pg_stat_activity WHERE pid = {session}");
-            let row = app.db.query_one_raw(Statement::from_string(backend, sql)).await.unwrap();
-            row.map(|row| row.try_get_by_index::<String>(0).unwrap())
-        };
-        assert_eq!(state().await.as_deref(), Some("idle in transaction"));
+        assert_eq!(backend_state(&app.db, session).await.as_deref(), Some("idle in transaction"));
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        assert_eq!(state().await.as_deref(), Some("idle"), "back in the pool");
+        assert_eq!(backend_state(&app.db, session).await.as_deref(), Some("idle"), "back in the pool");
     }
     assert_eq!(rows(&app.db).await, expected, "each write kept once");
 }
@@ -161,8 +161,7 @@ impl Work for Begins {
         Box::pin(async move {
             let sql = "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.SESSION_STATUS \
                        WHERE VARIABLE_NAME = 'COM_BEGIN'";
-            let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await?;
-            row.ok_or_else(|| DbErr::Custom("no status".into()))?.try_get_by_index::<i64>(0)
+            number(db, sql).await
         })
     }
 }
@@ -180,10 +179,15 @@ async fn on_a_small_pool_writers_keep_no_session() {
     assert_eq!(a, b, "one batch, one transaction");
     assert_eq!(rows(&app.db).await, [1, 2]);
     if app.db.get_database_backend() == sea_orm::DbBackend::Postgres {
-        let sql = format!("SELECT state FROM pg_stat_activity WHERE pid = {a}");
-        let row = app.db.query_one_raw(Statement::from_string(sea_orm::DbBackend::Postgres, sql)).await.unwrap();
-        let state = row.map(|row| row.try_get_by_index::<String>(0).unwrap());
+        let state = backend_state(&app.db, a).await;
         assert!(state.is_some(), "the connection is open");
         assert_ne!(state.as_deref(), Some("idle in transaction"), "handed back, not held in a transaction");
     }
+}
+
+/// PostgreSQL's state of the connection served by process `pid` (`idle`, `idle in transaction`, …).
+async fn backend_state(db: &sea_orm::DatabaseConnection, pid: i64) -> Option<String> {
+    let sql = format!("SELECT state FROM pg_stat_activity WHERE pid = {pid}");
+    let row = db.query_one_raw(Statement::from_string(sea_orm::DbBackend::Postgres, sql)).await.unwrap();
+    row.map(|row| row.try_get_by_index::<String>(0).unwrap())
 }
