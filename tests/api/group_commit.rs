@@ -59,20 +59,28 @@ async fn a_refused_write_sends_its_batch_to_run_alone_and_each_write_is_kept_onc
     assert_eq!(rows(&app.db).await, (1..13).collect::<Vec<_>>());
 }
 
-/// One row, and the server's id of the connection it was written on (SQLite has none: 0).
+/// One row, and the server's id of the connection it was written on with whether the row's
+/// transaction was still open after it (a batch's) rather than committed with the statement (alone).
+/// SQLite has neither: `(0, false)`.
 struct Traced(i64);
 
 impl Work for Traced {
-    type Output = i64;
-    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<i64, DbErr>> {
+    type Output = (i64, bool);
+    fn run<'c>(&'c self, db: &'c DatabaseExecutor<'c>) -> BoxFuture<'c, Result<(i64, bool), DbErr>> {
         Box::pin(async move {
             db.execute_unprepared(&format!("INSERT INTO gc_rows (n) VALUES ({})", self.0)).await?;
-            let sql = match db.get_database_backend() {
-                sea_orm::DbBackend::MySql => "SELECT CAST(CONNECTION_ID() AS SIGNED)",
-                sea_orm::DbBackend::Postgres => "SELECT CAST(pg_backend_pid() AS BIGINT)",
-                _ => "SELECT 0",
+            let (id, open) = match db.get_database_backend() {
+                sea_orm::DbBackend::MySql => {
+                    ("SELECT CAST(CONNECTION_ID() AS SIGNED)", "SELECT CAST(@@in_transaction AS SIGNED)")
+                }
+                // Alone, the INSERT committed and the read runs in a new transaction without an id.
+                sea_orm::DbBackend::Postgres => (
+                    "SELECT CAST(pg_backend_pid() AS BIGINT)",
+                    "SELECT CAST(CAST(pg_current_xact_id_if_assigned() IS NOT NULL AS INT) AS BIGINT)",
+                ),
+                _ => ("SELECT 0", "SELECT 0"),
             };
-            number(db, sql).await
+            Ok((number(db, id).await?, number(db, open).await? == 1))
         })
     }
 }
@@ -83,10 +91,12 @@ async fn number(db: &DatabaseExecutor<'_>, sql: &str) -> Result<i64, DbErr> {
     row.ok_or_else(|| DbErr::Custom(format!("no row from {sql}")))?.try_get_by_index::<i64>(0)
 }
 
-/// Two writes queued together (one batch) and the connection each was written on.
-async fn pair(writes: &GroupCommit, first: i64) -> [i64; 2] {
+/// Two writes queued together (one batch): the connection each was written on, and whether both ran in
+/// one open transaction (see [`Traced`]).
+async fn pair(writes: &GroupCommit, first: i64) -> ([i64; 2], bool) {
     let (a, b) = futures::join!(writes.run(Traced(first)), writes.run(Traced(first + 1)));
-    [a.unwrap(), b.unwrap()]
+    let ((a, a_open), (b, b_open)) = (a.unwrap(), b.unwrap());
+    ([a, b], a == b && a_open && b_open)
 }
 
 /// On MySQL and PostgreSQL each writer keeps its connection between batches, in a transaction that
@@ -100,7 +110,7 @@ async fn writers_keep_their_connections_between_batches_and_replace_one_that_die
 
     let mut sessions = std::collections::BTreeSet::new();
     for first in (0..16).step_by(2) {
-        let [a, b] = pair(&writes, first).await;
+        let ([a, b], _) = pair(&writes, first).await;
         assert_eq!(a, b, "one batch, one transaction");
         sessions.insert(a);
     }
@@ -111,14 +121,15 @@ async fn writers_keep_their_connections_between_batches_and_replace_one_that_die
     }
     assert!(sessions.len() <= 4, "at most one connection per writer: {sessions:?}");
     // A write queued alone runs in a held session too, not on a connection of its own from the pool.
-    let alone = writes.run(Traced(16)).await.unwrap();
+    let (alone, open) = writes.run(Traced(16)).await.unwrap();
     assert!(sessions.contains(&alone), "{alone} is not a writer's connection {sessions:?}");
+    assert!(open, "in the session's transaction");
     let mut expected: Vec<i64> = (0..17).collect();
     if backend == sea_orm::DbBackend::MySql {
         // No `BEGIN` on a writer's connection after its first: each commit opened the next transaction.
         for n in 17..21 {
             let (begins, written) = futures::join!(writes.run(Begins), writes.run(Traced(n)));
-            assert!(sessions.contains(&written.unwrap()));
+            assert!(sessions.contains(&written.unwrap().0));
             assert_eq!(begins.unwrap(), 1, "one BEGIN on a writer's connection for all its batches");
             expected.push(n);
         }
@@ -134,10 +145,11 @@ async fn writers_keep_their_connections_between_batches_and_replace_one_that_die
     // Each writer finds its session dead once (that batch runs alone), then opens a new one.
     let mut together = None;
     for first in (100..).step_by(2).take(sessions.len() + 1) {
-        let [a, b] = pair(&writes, first).await;
+        // Alone, the two may also land on one pool connection, one after the other: not a session.
+        let ([a, b], in_one_transaction) = pair(&writes, first).await;
         assert!(!sessions.contains(&a) && !sessions.contains(&b), "{a} {b} on a killed connection {sessions:?}");
         expected.extend([first, first + 1]);
-        if a == b {
+        if in_one_transaction {
             together = Some(a);
             break;
         }
@@ -175,7 +187,7 @@ async fn on_a_small_pool_writers_keep_no_session() {
     let small = wxtopup::app::connect_pool(&app.database_url, 4).await.unwrap();
     let writes = GroupCommit::new(small);
 
-    let [a, b] = pair(&writes, 1).await;
+    let ([a, b], _) = pair(&writes, 1).await;
     assert_eq!(a, b, "one batch, one transaction");
     assert_eq!(rows(&app.db).await, [1, 2]);
     if app.db.get_database_backend() == sea_orm::DbBackend::Postgres {
