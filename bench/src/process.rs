@@ -112,6 +112,11 @@ impl Server {
         util::memory(self.pid)
     }
 
+    /// The CPU time the server has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        util::cpu_time(self.pid)
+    }
+
     /// `write_bytes` of `/proc/<pid>/io`: what the process has had written to storage so far.
     pub fn write_bytes(&self) -> u64 {
         let path = format!("/proc/{}/io", self.pid);

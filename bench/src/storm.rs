@@ -3,7 +3,9 @@
 //! (10,000 POSTs, [`IN_FLIGHT`] at a time); throughput, latency, and whether every order moved to `paid`
 //! exactly once, read back from `payment_events`. The baseline is the hello-world server's `POST /echo`
 //! under the same requests; a delivery being one commit, its rate is also put against the database's
-//! write ceiling (`ceiling`).
+//! write ceiling (`ceiling`). The CPU time the service, the database server and the bench itself used
+//! over the storm is printed per delivery: on a machine they share, it tells which of them the rate
+//! waits on.
 
 use futures::stream::{self, StreamExt};
 use sea_orm::{
@@ -96,6 +98,11 @@ fn report_storm(label: &str, run: &ServiceRun, hello: &HelloRun, ceiling: Option
     println!(
         "    one commit per delivery (shared by the deliveries queued together): {}",
         of_ceiling(load.per_second(), ceiling)
+    );
+    println!(
+        "    CPU per delivery: {} (hello-world: {})",
+        run.cpu.per_request("service", load),
+        hello.cpu.per_request("server", base)
     );
     let outcomes: Vec<String> = tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} {n}")).collect();
     if let Some(server) = &run.server {
@@ -216,6 +223,72 @@ struct ServiceRun {
     tally: Tally,
     idle: Memory,
     after: Memory,
+    cpu: Cpu,
+}
+
+/// CPU time used while the storm ran, by the server under load, by the database server's processes
+/// (none for SQLite, which runs inside the service) and by this bench, which sends the requests. On a
+/// machine they share, it says which of them the rate is waiting on.
+struct Cpu {
+    server: Duration,
+    database: Option<Duration>,
+    client: Duration,
+}
+
+impl Cpu {
+    /// Starts counting: call [`Counting::stop`] when the run is over.
+    fn start(server: &Server, database_url: &str) -> Counting {
+        let database = database_command(database_url);
+        Counting {
+            server: server.cpu_time(),
+            database: database.and_then(util::cpu_time_of_command),
+            database_command: database,
+            client: util::cpu_time(std::process::id()),
+        }
+    }
+
+    /// Microseconds per request of `load`, each part: `service 120 µs, database 90 µs, bench 40 µs`.
+    fn per_request(&self, server: &str, load: &Load) -> String {
+        let each = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / load.requests as f64);
+        let mut parts = vec![format!("{server} {}", each(self.server))];
+        if let Some(database) = self.database {
+            parts.push(format!("database server {}", each(database)));
+        }
+        parts.push(format!("bench client {}", each(self.client)));
+        parts.join(", ")
+    }
+}
+
+struct Counting {
+    server: Duration,
+    database: Option<Duration>,
+    database_command: Option<&'static str>,
+    client: Duration,
+}
+
+impl Counting {
+    fn stop(self, server: &Server) -> Cpu {
+        let since = |now: Duration, then: Duration| now.saturating_sub(then);
+        Cpu {
+            server: since(server.cpu_time(), self.server),
+            database: match (self.database_command.and_then(util::cpu_time_of_command), self.database) {
+                (Some(now), Some(then)) => Some(since(now, then)),
+                _ => None,
+            },
+            client: since(util::cpu_time(std::process::id()), self.client),
+        }
+    }
+}
+
+/// The name of the database server's processes for `database_url`; `None` for SQLite.
+fn database_command(database_url: &str) -> Option<&'static str> {
+    if database_url.starts_with("mysql:") {
+        Some("mariadbd")
+    } else if database_url.starts_with("postgres:") {
+        Some("postgres")
+    } else {
+        None
+    }
 }
 
 async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> ServiceRun {
@@ -234,7 +307,9 @@ async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> Service
         Some(counter) => Some((counter.read().await, counter)),
         None => None,
     };
+    let counting_cpu = Cpu::start(&server, database_url);
     let load = load(deliveries(&orders, |number| format!("{base}/payment/callback/{number}"))).await;
+    let cpu = counting_cpu.stop(&server);
     let server_counts = match &counting {
         Some((before, counter)) => {
             // The top-ups the storm started finish within a few milliseconds of their callbacks.
@@ -246,7 +321,7 @@ async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> Service
     let after = server.memory();
     let tally = tally(database_url, &orders).await;
     server.stop().await;
-    ServiceRun { load, server: server_counts, tally, idle, after }
+    ServiceRun { load, server: server_counts, tally, idle, after, cpu }
 }
 
 /// Statements and commits as MariaDB counts them (`SHOW GLOBAL STATUS`: `Questions`, `Com_commit`), and
@@ -304,6 +379,7 @@ struct HelloRun {
     load: Load,
     idle: Memory,
     after: Memory,
+    cpu: Cpu,
 }
 
 /// The baseline: the same number of requests as the service gets (one per order placed, then the storm),
@@ -319,10 +395,12 @@ async fn hello(binaries: &Binaries) -> HelloRun {
         .map(|i| (echo.clone(), serde_json::json!({"productId": 1, "phoneNumber": util::phone_number(i)}).to_string()));
     let _ = load(placing.collect()).await;
     let orders: Vec<(String, i64)> = (0..ORDERS).map(|i| (format!("ORD{i:017}"), 1200)).collect();
+    let counting_cpu = Cpu::start(&server, "");
     let load = load(deliveries(&orders, |_| echo.clone())).await;
+    let cpu = counting_cpu.stop(&server);
     let after = server.memory();
     server.stop().await;
-    HelloRun { load, idle, after }
+    HelloRun { load, idle, after, cpu }
 }
 
 /// What `payment_events` says the storm did.

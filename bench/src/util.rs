@@ -251,6 +251,39 @@ pub fn memory(pid: u32) -> Memory {
     Memory { rss_kib: field("VmRSS:"), peak_kib: field("VmHWM:") }
 }
 
+/// CPU time (user + system, every thread) a process has used, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    cpu_time_of(&stat).unwrap_or_else(|| panic!("{path} has no utime and stime: {stat}"))
+}
+
+/// CPU time of every process whose name is `command` (a database server's processes), `None` if none
+/// runs. A process that ends meanwhile takes its time with it: read around a run, it can only undercount.
+pub fn cpu_time_of_command(command: &str) -> Option<Duration> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let dir = entry.path();
+        if std::fs::read_to_string(dir.join("comm")).ok().as_deref().map(str::trim) != Some(command) {
+            continue;
+        }
+        if let Some(used) = std::fs::read_to_string(dir.join("stat")).ok().as_deref().and_then(cpu_time_of) {
+            total = Some(total.unwrap_or(Duration::ZERO) + used);
+        }
+    }
+    total
+}
+
+/// `utime` + `stime` of a `/proc/<pid>/stat` line (fields 14 and 15, after the parenthesised name).
+fn cpu_time_of(stat: &str) -> Option<Duration> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
+
 /// Latencies of one run, sorted, for nearest-rank percentiles.
 pub struct Latencies(Vec<Duration>);
 
@@ -398,4 +431,20 @@ pub fn http_client(clients: usize) -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_last_parenthesis_of_the_name() {
+        // utime 150 and stime 50 ticks; the name holds a space and a parenthesis of its own.
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 3 0 1000 0 0";
+        // SAFETY: sysconf only reads a configuration value.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert_eq!(cpu_time_of(stat), Some(Duration::from_micros(200 * 1_000_000 / per_second)));
+        assert_eq!(cpu_time_of("42 (truncated"), None);
+        assert_eq!(cpu_time_of_command("no-such-command-here"), None);
+    }
 }
