@@ -226,9 +226,9 @@ struct ServiceRun {
     cpu: Cpu,
 }
 
-/// CPU time used while the storm ran, by the server under load, by the database server's processes
-/// (none for SQLite, which runs inside the service) and by this bench, which sends the requests. On a
-/// machine they share, it says which of them the rate is waiting on.
+/// CPU time used by the server under load, by the database server's processes (none for SQLite, which
+/// runs inside the service) and by this bench, which sends the requests: read before and after the
+/// storm ([`Cpu::since`]). On a machine they share, it says which of them the rate is waiting on.
 struct Cpu {
     server: Duration,
     database: Option<Duration>,
@@ -236,14 +236,20 @@ struct Cpu {
 }
 
 impl Cpu {
-    /// Starts counting: call [`Counting::stop`] when the run is over.
-    fn start(server: &Server, database_url: &str) -> Counting {
-        let database = database_command(database_url);
-        Counting {
+    /// What each has used so far; the database server's processes are those for `database_url`.
+    fn read(server: &Server, database_url: &str) -> Cpu {
+        Cpu {
             server: server.cpu_time(),
-            database: database.and_then(util::cpu_time_of_command),
-            database_command: database,
+            database: database_command(database_url).and_then(util::cpu_time_of_command),
             client: util::cpu_time(std::process::id()),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            server: self.server.saturating_sub(before.server),
+            database: self.database.zip(before.database).map(|(now, then)| now.saturating_sub(then)),
+            client: self.client.saturating_sub(before.client),
         }
     }
 
@@ -259,32 +265,11 @@ impl Cpu {
     }
 }
 
-struct Counting {
-    server: Duration,
-    database: Option<Duration>,
-    database_command: Option<&'static str>,
-    client: Duration,
-}
-
-impl Counting {
-    fn stop(self, server: &Server) -> Cpu {
-        let since = |now: Duration, then: Duration| now.saturating_sub(then);
-        Cpu {
-            server: since(server.cpu_time(), self.server),
-            database: match (self.database_command.and_then(util::cpu_time_of_command), self.database) {
-                (Some(now), Some(then)) => Some(since(now, then)),
-                _ => None,
-            },
-            client: since(util::cpu_time(std::process::id()), self.client),
-        }
-    }
-}
-
 /// The name of the database server's processes for `database_url`; `None` for SQLite.
 fn database_command(database_url: &str) -> Option<&'static str> {
     if database_url.starts_with("mysql:") {
         Some("mariadbd")
-    } else if database_url.starts_with("postgres:") {
+    } else if database_url.starts_with("postgres") {
         Some("postgres")
     } else {
         None
@@ -307,9 +292,9 @@ async fn service(binaries: &Binaries, database_url: &str, dir: &Path) -> Service
         Some(counter) => Some((counter.read().await, counter)),
         None => None,
     };
-    let counting_cpu = Cpu::start(&server, database_url);
+    let cpu_before = Cpu::read(&server, database_url);
     let load = load(deliveries(&orders, |number| format!("{base}/payment/callback/{number}"))).await;
-    let cpu = counting_cpu.stop(&server);
+    let cpu = Cpu::read(&server, database_url).since(&cpu_before);
     let server_counts = match &counting {
         Some((before, counter)) => {
             // The top-ups the storm started finish within a few milliseconds of their callbacks.
@@ -395,9 +380,9 @@ async fn hello(binaries: &Binaries) -> HelloRun {
         .map(|i| (echo.clone(), serde_json::json!({"productId": 1, "phoneNumber": util::phone_number(i)}).to_string()));
     let _ = load(placing.collect()).await;
     let orders: Vec<(String, i64)> = (0..ORDERS).map(|i| (format!("ORD{i:017}"), 1200)).collect();
-    let counting_cpu = Cpu::start(&server, "");
+    let cpu_before = Cpu::read(&server, "");
     let load = load(deliveries(&orders, |_| echo.clone())).await;
-    let cpu = counting_cpu.stop(&server);
+    let cpu = Cpu::read(&server, "").since(&cpu_before);
     let after = server.memory();
     server.stop().await;
     HelloRun { load, idle, after, cpu }
